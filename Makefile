@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` and `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test unit integration lint services bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/backupctl demo
+
+services:
+	@bash .ci/services.sh
+
+test: $(STAMP) services
+	$(BIN)/python -m pytest tests -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
+
+integration: $(STAMP) services
+	$(BIN)/python -m pytest tests/integration -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check backupctl spark_jobs tests bench
+	$(BIN)/mypy backupctl
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/dynamodb.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,123 @@
+"""The one home of AWS clients.
+
+``AwsContext`` holds what every client needs (profile, endpoint URL,
+credentials source) and is JSON-serialisable, so a task running in a Spark
+executor or on EMR builds the same clients as the driver. There are no
+module-level clients: every client is made for an explicit region.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from backupctl import __version__
+from backupctl.errors import AuthError, InvalidInput
+
+_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
+
+# Adaptive retry mode backs off on throttling at the client; our own retry
+# layer (backupctl.retry) handles partial batches and long outages on top.
+_BASE_CONFIG = botocore.config.Config(
+    retries={"mode": "adaptive", "max_attempts": 10},
+    user_agent_extra=f"backupctl/{__version__}",
+    max_pool_connections=64,
+    connect_timeout=10,
+    read_timeout=60,
+)
+
+
+def endpoint_from_env() -> str | None:
+    return os.environ.get("BACKUPCTL_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def validate_region(region: str | None, what: str = "region") -> str:
+    """Return ``region`` if it names an AWS region, else raise InvalidInput."""
+    if not region:
+        raise InvalidInput(f"{what} is required")
+    if not _REGION_RE.match(region):
+        raise InvalidInput(f"invalid {what} '{region}': expected a name like us-east-1")
+    known: set[str] = set()
+    session = boto3.session.Session()
+    for partition in session.get_available_partitions():
+        known.update(session.get_available_regions("dynamodb", partition_name=partition))
+    if known and region not in known:
+        raise InvalidInput(f"invalid {what} '{region}': not an AWS region known to this botocore")
+    return region
+
+
+@dataclass(frozen=True)
+class AwsContext:
+    """How to reach AWS: serialisable into every TaskSpec (holds no secret)."""
+
+    endpoint_url: str | None = None
+    profile: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> AwsContext:
+        d = d or {}
+        return cls(endpoint_url=d.get("endpoint_url"), profile=d.get("profile"))
+
+    def session(self) -> boto3.session.Session:
+        return _session(self.profile)
+
+    def client(self, service: str, region: str) -> Any:
+        """A boto3 client for ``service`` in ``region`` (cached per thread)."""
+        key = (service, region, self.endpoint_url, self.profile)
+        cache = _local.__dict__.setdefault("clients", {})
+        client = cache.get(key)
+        if client is None:
+            client = self.session().client(
+                service, region_name=region, endpoint_url=self.endpoint_url, config=_BASE_CONFIG
+            )
+            cache[key] = client
+        return client
+
+    def account_id(self, region: str) -> str:
+        try:
+            return str(self.client("sts", region).get_caller_identity()["Account"])
+        except botocore.exceptions.NoCredentialsError as e:
+            raise AuthError("no AWS credentials found (set a profile, env vars or an instance role)") from e
+        except botocore.exceptions.ClientError as e:
+            raise AuthError(f"cannot identify the AWS caller: {e}") from e
+
+    def check_credentials(self) -> None:
+        """Raise AuthError now, before any write, when no credentials resolve."""
+        try:
+            creds = self.session().get_credentials()
+        except botocore.exceptions.BotoCoreError as e:
+            raise AuthError(f"cannot load AWS credentials: {e}") from e
+        if creds is None:
+            raise AuthError(
+                "no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, --profile, "
+                "or run on a host with a role)"
+            )
+
+
+_local = threading.local()
+_sessions: dict[str | None, boto3.session.Session] = {}
+_sessions_lock = threading.Lock()
+
+
+def _session(profile: str | None) -> boto3.session.Session:
+    # boto3 sessions are not thread-safe to create clients from concurrently,
+    # so each thread gets its own session object per profile.
+    sessions = _local.__dict__.setdefault("sessions", {})
+    s = sessions.get(profile)
+    if s is None:
+        try:
+            s = boto3.session.Session(profile_name=profile)
+        except botocore.exceptions.ProfileNotFound as e:
+            raise AuthError(f"AWS profile '{profile}' not found") from e
+        sessions[profile] = s
+    return s

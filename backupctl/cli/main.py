@@ -1,0 +1,126 @@
+"""The ``backupctl`` entry point: global options, command registration, error mapping.
+
+This is the one place where exceptions become exit codes: a BackupctlError
+prints one line on stderr and exits with its code; a traceback is shown only
+with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import botocore.exceptions
+import click
+
+from backupctl import __version__
+from backupctl.cli.context import make_app
+from backupctl.console import Console
+from backupctl.errors import (
+    EXIT_AUTH,
+    EXIT_CODES_HELP,
+    EXIT_DATA_PATH,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    BackupctlError,
+)
+from backupctl.retry import is_retryable
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, prog_name="backupctl")
+@click.option(
+    "--endpoint-url",
+    envvar="BACKUPCTL_ENDPOINT_URL",
+    help="AWS-compatible endpoint for every client (env BACKUPCTL_ENDPOINT_URL; AWS_ENDPOINT_URL is honoured).",
+)
+@click.option("--profile", envvar="AWS_PROFILE", help="AWS profile to use (env AWS_PROFILE).")
+@click.option("--debug", is_flag=True, envvar="BACKUPCTL_DEBUG", help="Show tracebacks on errors.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or informational messages.")
+@click.pass_context
+def cli(ctx: click.Context, endpoint_url: str | None, profile: str | None, debug: bool, quiet: bool) -> None:
+    """backupctl: cross-region backup and restore for DynamoDB (and, soon, RDS MySQL and Redshift).
+
+    Snapshots go to an S3 repository in the target region; every snapshot has a
+    manifest with per-part checksums and a content digest, so a restore can be
+    proven equal to its source.
+
+    \b
+    Quick start on the embedded endpoint (no AWS account needed):
+      backupctl demo
+      backupctl local up --port 4566     # then: export BACKUPCTL_ENDPOINT_URL=http://127.0.0.1:4566
+    """
+    ctx.obj = make_app(endpoint_url, profile, debug, quiet)
+
+
+def _register() -> None:
+    from backupctl.cli import demo, local, restore, snapshot, snapshots
+
+    cli.add_command(snapshot.snapshot)
+    cli.add_command(restore.restore)
+    cli.add_command(snapshots.snapshots)
+    cli.add_command(local.local)
+    cli.add_command(demo.demo)
+
+
+_register()
+
+
+def _translate(e: BaseException) -> BackupctlError | None:
+    """Map well-known library exceptions to one-line user errors."""
+    if isinstance(e, botocore.exceptions.NoCredentialsError):
+        err = BackupctlError("no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --profile)")
+        err.exit_code = EXIT_AUTH
+        return err
+    if isinstance(e, botocore.exceptions.EndpointConnectionError):
+        err = BackupctlError(f"cannot reach {e.kwargs.get('endpoint_url', 'the AWS endpoint')}: is it running?")
+        err.exit_code = EXIT_DATA_PATH
+        return err
+    if isinstance(e, botocore.exceptions.ClientError):
+        code = e.response.get("Error", {}).get("Code", "")
+        msg = e.response.get("Error", {}).get("Message", "")
+        err = BackupctlError(f"AWS error {code}: {msg}")
+        if code in ("AccessDenied", "AccessDeniedException", "UnrecognizedClientException",
+                    "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException", "SignatureDoesNotMatch"):
+            err.exit_code = EXIT_AUTH
+        elif is_retryable(e):
+            err.exit_code = EXIT_DATA_PATH
+        return err
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or bool(os.environ.get("BACKUPCTL_DEBUG"))
+    console = Console()
+    try:
+        rv = cli.main(args=args, prog_name="backupctl", standalone_mode=False)
+    except click.exceptions.Abort:
+        console.error("aborted")
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except BackupctlError as e:
+        if debug:
+            traceback.print_exc()
+        console.error(e.message)
+        sys.exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001 - the last line of defence
+        translated = _translate(e)
+        if debug or translated is None:
+            traceback.print_exc()
+        if translated is not None:
+            console.error(translated.message)
+            sys.exit(translated.exit_code)
+        console.error(f"internal error: {type(e).__name__}: {e} (rerun with --debug and report it)")
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(rv if isinstance(rv, int) else 0)

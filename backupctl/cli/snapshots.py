@@ -1,0 +1,139 @@
+"""``backupctl snapshots list|show|verify``: what a repository holds, and whether it is intact."""
+
+from __future__ import annotations
+
+import click
+
+from backupctl.aws import validate_region
+from backupctl.cli.context import App, json_option, pass_app, repo_options
+from backupctl.console import human_bytes
+from backupctl.errors import EXIT_CODES_HELP, InvalidInput, VerificationFailed
+from backupctl.model import check_snapshot_id
+from backupctl.repository import Repository, resolve_repo_region
+from backupctl.verify import verify_against_table, verify_snapshot
+
+
+def _open(app: App, repo: str | None, region: str | None) -> Repository:
+    region = resolve_repo_region(app.aws, repo, region)
+    validate_region(region, "--region")
+    app.aws.check_credentials()
+    return Repository.open(app.aws, region, repo)
+
+
+@click.group(epilog=EXIT_CODES_HELP)
+def snapshots() -> None:
+    """List, show and verify snapshots in a repository (give --repo or --region)."""
+
+
+@snapshots.command("list", epilog=EXIT_CODES_HELP)
+@click.option("--table", "-t", help="Only snapshots of this source table.")
+@repo_options
+@json_option
+@pass_app
+def list_(app: App, table: str | None, repo: str | None, region: str | None, as_json: bool) -> None:
+    """List committed snapshots, oldest first. In-progress or crashed runs are not listed."""
+    console = app.with_json(as_json)
+    r = _open(app, repo, region)
+    items = [m for m in r.list_snapshots() if table is None or m.source.get("table") == table]
+    if as_json:
+        console.emit_json([m.summary() for m in items])
+        return
+    if not items:
+        console.info(f"no snapshots in {r.uri}" + (f" for table {table}" if table else ""))
+        return
+    console.table(
+        f"snapshots in {r.uri}",
+        ["id", "source", "mode", "items", "size", "parts", "completed"],
+        [
+            [m.id, f"{m.source.get('kind')} {m.source.get('table')} ({m.source.get('region')})", m.mode,
+             f"{m.rows:,}", human_bytes(m.bytes), len(m.parts), m.completed_at]
+            for m in items
+        ],
+    )
+
+
+@snapshots.command(epilog=EXIT_CODES_HELP)
+@click.argument("snapshot_id")
+@repo_options
+@json_option
+@pass_app
+def show(app: App, snapshot_id: str, repo: str | None, region: str | None, as_json: bool) -> None:
+    """Show a snapshot's manifest: source, totals, digest and parts."""
+    console = app.with_json(as_json)
+    check_snapshot_id(snapshot_id)
+    r = _open(app, repo, region)
+    prefix, m = r.find_snapshot(snapshot_id)
+    if as_json:
+        doc = m.to_dict()
+        doc["location"] = r.store.url(prefix)
+        console.emit_json(doc)
+        return
+    s = m.summary()
+    console.kv(
+        f"snapshot {m.id}",
+        [
+            ("location", r.store.url(prefix)),
+            ("source", f"{m.source.get('kind')} {m.source.get('table')} ({m.source.get('region')})"),
+            ("mode", m.mode),
+            ("created", m.created_at),
+            ("completed", m.completed_at),
+            ("items", f"{s['rows']:,}"),
+            ("size", human_bytes(s["bytes"])),
+            ("digest", m.content_digest),
+            ("engine", m.engine),
+            ("format", m.format_version),
+        ],
+    )
+    console.table("parts", ["key", "items", "bytes", "sha256"], [[p.key, f"{p.rows:,}", p.bytes, p.sha256[:16] + "..."] for p in m.parts])
+
+
+@snapshots.command(epilog=EXIT_CODES_HELP)
+@click.argument("snapshot_id")
+@repo_options
+@click.option("--against-table", help="Also compare with this live DynamoDB table.")
+@click.option("--table-region", help="Region of --against-table (default: the repository's).")
+@click.option("--workers", type=int, default=8, show_default=True)
+@json_option
+@pass_app
+def verify(
+    app: App, snapshot_id: str, repo: str | None, region: str | None, against_table: str | None,
+    table_region: str | None, workers: int, as_json: bool,
+) -> None:
+    """Re-read every part: checksums, item counts and the content digest.
+
+    With --against-table, also recompute the digest of a live table and say
+    whether it equals the snapshot. Exits 5 when anything differs.
+    """
+    console = app.with_json(as_json)
+    check_snapshot_id(snapshot_id)
+    region = resolve_repo_region(app.aws, repo, region)
+    validate_region(region, "--region")
+    app.aws.check_credentials()
+    if table_region and not against_table:
+        raise InvalidInput("--table-region needs --against-table")
+    with console.progress(f"verify {snapshot_id}") as progress:
+        report = verify_snapshot(app.aws, region, snapshot_id, repo, workers, progress)
+    live = None
+    if against_table and report["ok"]:
+        with console.progress(f"scan {against_table}") as progress:
+            live = verify_against_table(
+                app.aws, region, snapshot_id, against_table, table_region or region, repo, workers, progress
+            )
+        report["against_table"] = live
+    if as_json:
+        console.emit_json(report)
+    for p in report["problems"]:
+        console.error(p)
+    if not report["ok"]:
+        raise VerificationFailed(f"snapshot {snapshot_id} failed verification: {len(report['problems'])} problem(s)")
+    console.info(
+        f"[green]ok[/green]: {report['parts_checked']} parts, {report['rows']:,} items, digest {report['digest']}"
+    )
+    if live is not None:
+        if not live["equal"]:
+            raise VerificationFailed(
+                f"table {against_table} differs from snapshot {snapshot_id}: "
+                f"{live['table_rows']:,} items vs {live['snapshot_rows']:,}, digest {live['table_digest'][:16]}... "
+                f"vs {live['snapshot_digest'][:16]}..."
+            )
+        console.info(f"[green]equal[/green]: table {against_table} has the same {live['table_rows']:,} items as the snapshot")

@@ -1,0 +1,1 @@
+"""Data formats of snapshot parts (see docs/REPOSITORY_FORMAT.md)."""

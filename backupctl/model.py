@@ -1,0 +1,199 @@
+"""The data model shared by every source, target and engine.
+
+* ``TaskSpec`` - a JSON-serialisable description of one unit of work (scan one
+  segment, load one part). Same spec, same output keys: running it twice
+  overwrites, never duplicates.
+* ``PartResult`` - what a task wrote: key, rows, bytes, sha256, content digest.
+* ``Manifest`` - the commit record of a snapshot (docs/REPOSITORY_FORMAT.md).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from backupctl import __version__
+from backupctl.errors import FormatError, InvalidInput
+
+FORMAT_VERSION = "1.0"
+FORMAT_MAJOR = 1
+
+SNAPSHOT_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+PART_KEY_RE = re.compile(r"^data/part-\d{5}-\d{4}\.(json\.gz|parquet)$")
+
+TaskSpec = dict[str, Any]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def isoformat(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def new_snapshot_id(now: datetime | None = None) -> str:
+    """A snapshot id that sorts by creation time: ``20261127T013000Z-1a2b3c``."""
+    now = now or utcnow()
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def check_snapshot_id(text: str) -> str:
+    if not SNAPSHOT_ID_RE.match(text or ""):
+        raise InvalidInput(f"invalid snapshot id '{text}': expected the form 20261127T013000Z-1a2b3c")
+    return text
+
+
+def check_part_key(key: str) -> str:
+    """Refuse a part key that could point outside the snapshot's data/ folder."""
+    if not isinstance(key, str) or not PART_KEY_RE.match(key) or ".." in key:
+        raise FormatError(f"manifest names an invalid part key {key!r}")
+    return key
+
+
+def part_key(task_index: int, chunk: int, ext: str) -> str:
+    return f"data/part-{task_index:05d}-{chunk:04d}.{ext}"
+
+
+def source_key(kind: str, region: str, name: str) -> str:
+    """One path segment naming a source: ``dynamodb.us-east-1.orders``.
+
+    Characters outside ``[A-Za-z0-9_.-]`` are percent-encoded, so any MySQL
+    identifier maps to a safe, reversible key.
+    """
+    safe = "".join(c if (c.isascii() and (c.isalnum() or c in "_.-")) else "".join(f"%{b:02X}" for b in c.encode()) for c in name)
+    return f"{kind}.{region}.{safe}"
+
+
+@dataclass
+class PartResult:
+    key: str
+    rows: int
+    bytes: int
+    sha256: str
+    digest: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PartResult:
+        return cls(
+            key=check_part_key(d["key"]),
+            rows=int(d["rows"]),
+            bytes=int(d["bytes"]),
+            sha256=str(d["sha256"]),
+            digest=str(d["digest"]),
+        )
+
+
+@dataclass
+class Manifest:
+    """The commit record of one snapshot; written last, read first."""
+
+    id: str
+    source: dict[str, Any]
+    source_key: str
+    mode: str
+    created_at: str
+    completed_at: str
+    engine: str
+    parts: list[PartResult]
+    content_digest: str
+    digest_algorithm: str
+    parent_id: str | None = None
+    window: dict[str, Any] | None = None
+    read: dict[str, Any] = field(default_factory=dict)
+    tool: dict[str, Any] = field(default_factory=lambda: {"name": "backupctl", "version": __version__})
+    format_version: str = FORMAT_VERSION
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.parts)
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.bytes for p in self.parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "id": self.id,
+            "source": self.source,
+            "source_key": self.source_key,
+            "mode": self.mode,
+            "parent_id": self.parent_id,
+            "window": self.window,
+            "created_at": self.created_at,
+            "completed_at": self.completed_at,
+            "tool": self.tool,
+            "engine": self.engine,
+            "read": self.read,
+            "parts": [p.to_dict() for p in self.parts],
+            "totals": {"parts": len(self.parts), "rows": self.rows, "bytes": self.bytes},
+            "content_digest": {"algorithm": self.digest_algorithm, "value": self.content_digest},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        try:
+            version = str(d["format_version"])
+            major = int(version.split(".")[0])
+        except (KeyError, ValueError, AttributeError) as e:
+            raise FormatError("manifest has no valid format_version") from e
+        if major != FORMAT_MAJOR:
+            raise FormatError(
+                f"manifest format version {version} is not supported by this backupctl "
+                f"(reads {FORMAT_MAJOR}.x); upgrade backupctl"
+            )
+        try:
+            m = cls(
+                id=check_snapshot_id(d["id"]),
+                source=dict(d["source"]),
+                source_key=str(d["source_key"]),
+                mode=str(d["mode"]),
+                created_at=str(d["created_at"]),
+                completed_at=str(d["completed_at"]),
+                engine=str(d.get("engine", "local")),
+                parts=[PartResult.from_dict(p) for p in d["parts"]],
+                content_digest=str(d["content_digest"]["value"]),
+                digest_algorithm=str(d["content_digest"]["algorithm"]),
+                parent_id=d.get("parent_id"),
+                window=d.get("window"),
+                read=dict(d.get("read") or {}),
+                tool=dict(d.get("tool") or {}),
+                format_version=version,
+            )
+        except (KeyError, TypeError, ValueError, InvalidInput) as e:
+            raise FormatError(f"manifest is malformed: {e}") from e
+        totals = d.get("totals") or {}
+        if totals and (int(totals.get("rows", -1)) != m.rows or int(totals.get("parts", -1)) != len(m.parts)):
+            raise FormatError("manifest totals disagree with its parts")
+        return m
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "snapshot_id": self.id,
+            "source": self.source,
+            "mode": self.mode,
+            "parent_id": self.parent_id,
+            "created_at": self.created_at,
+            "completed_at": self.completed_at,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "parts": len(self.parts),
+            "digest": self.content_digest,
+            "engine": self.engine,
+        }
+
+
+def cpu_count() -> int:
+    return os.cpu_count() or 2

@@ -1,0 +1,272 @@
+"""Taking a snapshot: plan on the driver, run tasks on an engine, commit the manifest.
+
+``run_export`` is source-agnostic: a source contributes an ``ExportPlan``
+(schema, tasks, task function) and this module owns the repository protocol
+around it - the pending-run pointer that makes a crashed run resumable, the
+per-task checkpoints, the orphan sweep of ``data/``, and the manifest written
+last. ``snapshot_dynamodb`` is the DynamoDB front end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from backupctl.aws import AwsContext, validate_region
+from backupctl.engines import TaskContext, get_engine
+from backupctl.errors import InvalidInput, NotFound
+from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, combine_hex
+from backupctl.model import Manifest, PartResult, TaskSpec, isoformat, new_snapshot_id, source_key, utcnow
+from backupctl.repository import Repository
+from backupctl.retry import TokenBucket
+from backupctl.sources import dynamodb as ddb_source
+
+
+@dataclass
+class ExportPlan:
+    """What a source hands the snapshot protocol."""
+
+    kind: str
+    source: dict[str, Any]
+    source_key: str
+    schema: dict[str, Any]
+    build_tasks: Callable[[str], list[TaskSpec]]  # snapshot prefix -> tasks
+    task_fn: Callable[[TaskSpec, TaskContext], dict[str, Any]]
+    plan_params: dict[str, Any]  # must match for a resume to reuse a pending run
+    estimate_rows: int | None = None
+    limiter: TokenBucket | None = None
+    read: dict[str, Any] = field(default_factory=dict)
+    mode: str = "full"
+    parent_id: str | None = None
+    window: dict[str, Any] | None = None
+
+
+@dataclass
+class SnapshotResult:
+    manifest: Manifest
+    repo: str
+    duration_s: float
+    resumed: bool
+    tasks_skipped: int
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "snapshot_id": m.id,
+            "source": m.source,
+            "repository": self.repo,
+            "mode": m.mode,
+            "rows": m.rows,
+            "bytes": m.bytes,
+            "parts": len(m.parts),
+            "digest": m.content_digest,
+            "duration_s": round(self.duration_s, 3),
+            "resumed": self.resumed,
+            "tasks_skipped": self.tasks_skipped,
+            "engine": m.engine,
+        }
+
+
+def _checkpoint_key(prefix: str, task_id: str) -> str:
+    return f"{prefix}_tasks/{task_id}.json"
+
+
+def _task_done(repo: Repository, prefix: str, task_id: str) -> dict[str, Any] | None:
+    """A task's recorded result if every part it lists is present and intact."""
+    try:
+        result = repo.store.get_json(_checkpoint_key(prefix, task_id))
+    except NotFound:
+        return None
+    for p in result.get("parts", []):
+        head = repo.store.head(prefix + p["key"])
+        if head is None or int(head.get("ContentLength", -1)) != int(p["bytes"]):
+            return None
+        if (head.get("Metadata") or {}).get("sha256") != p["sha256"]:
+            return None
+    return dict(result)
+
+
+def run_export(
+    repo: Repository,
+    plan: ExportPlan,
+    *,
+    engine_name: str = "local",
+    workers: int = 8,
+    resume: bool = True,
+    progress: Any = None,
+    on_event: Callable[[str], None] | None = None,
+) -> SnapshotResult:
+    """Run a planned export into ``repo`` and commit it. Returns the manifest.
+
+    Resumable: a pending run of the same source with the same plan parameters
+    is continued, skipping tasks whose checkpoint and parts are intact.
+    """
+    started = time.monotonic()
+    say = on_event or (lambda _m: None)
+    pending_key = repo.pending_key(plan.source_key)
+    pending = None
+    if resume:
+        try:
+            pending = repo.store.get_json(pending_key)
+        except NotFound:
+            pending = None
+        if pending and pending.get("plan") != plan.plan_params:
+            say(f"a pending run {pending.get('snapshot_id')} has other parameters; starting a new snapshot")
+            pending = None
+    if pending:
+        snapshot_id, created_at = pending["snapshot_id"], pending["created_at"]
+        say(f"resuming snapshot {snapshot_id}")
+    else:
+        now = utcnow()
+        snapshot_id, created_at = new_snapshot_id(now), isoformat(now)
+        repo.store.put_json(
+            pending_key, {"snapshot_id": snapshot_id, "created_at": created_at, "plan": plan.plan_params}
+        )
+    prefix = repo.snapshot_prefix(plan.source_key, snapshot_id)
+    repo.store.put_json(prefix + "schema.json", plan.schema)
+
+    tasks = plan.build_tasks(prefix)
+    results: dict[str, dict[str, Any]] = {}
+    todo: list[TaskSpec] = []
+    for spec in tasks:
+        done = _task_done(repo, prefix, spec["task_id"]) if pending else None
+        if done is not None:
+            results[spec["task_id"]] = done
+            if progress is not None:
+                progress.advance(int(done["rows"]), int(done["bytes"]))
+        else:
+            todo.append(spec)
+    skipped = len(tasks) - len(todo)
+    if skipped:
+        say(f"{skipped} of {len(tasks)} tasks already complete; not re-reading them")
+
+    def checkpoint(spec: TaskSpec, result: dict[str, Any]) -> None:
+        repo.store.put_json(_checkpoint_key(prefix, spec["task_id"]), result)
+        results[spec["task_id"]] = result
+
+    engine = get_engine(engine_name, workers)
+    engine.run(todo, plan.task_fn, TaskContext(limiter=plan.limiter, progress=progress), on_result=checkpoint)
+
+    # Commit: parts in task order, sweep anything under data/ no task claims, manifest last.
+    parts: list[PartResult] = []
+    for spec in tasks:
+        parts.extend(PartResult.from_dict(p) for p in results[spec["task_id"]]["parts"])
+    listed = {prefix + p.key for p in parts}
+    orphans = [k for k in repo.store.list_keys(prefix + "data/") if k not in listed]
+    if orphans:
+        repo.store.delete(orphans)
+    manifest = Manifest(
+        id=snapshot_id,
+        source=plan.source,
+        source_key=plan.source_key,
+        mode=plan.mode,
+        created_at=created_at,
+        completed_at=isoformat(utcnow()),
+        engine=engine.name,
+        parts=parts,
+        content_digest=combine_hex(results[s["task_id"]]["digest"] for s in tasks),
+        digest_algorithm=DIGEST_ALGORITHM,
+        parent_id=plan.parent_id,
+        window=plan.window,
+        read=plan.read,
+    )
+    repo.store.put_json(prefix + "manifest.json", manifest.to_dict())
+    # After the commit point: tidy the run state (a crash here leaves a valid snapshot).
+    repo.store.delete([_checkpoint_key(prefix, s["task_id"]) for s in tasks] + [pending_key])
+    return SnapshotResult(manifest, str(repo.uri), time.monotonic() - started, pending is not None, skipped)
+
+
+@dataclass
+class DynamoSnapshotOptions:
+    table: str
+    source_region: str
+    target_region: str
+    repo_uri: str | None = None
+    read_percent: float = 0.5
+    max_rcu: float | None = None
+    segments: int | None = None
+    workers: int = 8
+    engine: str = "local"
+    resume: bool = True
+    part_max_bytes: int = ddb_source.PART_MAX_BYTES
+
+
+def check_dynamodb_options(opts: DynamoSnapshotOptions) -> None:
+    validate_region(opts.source_region, "--from region")
+    validate_region(opts.target_region, "--to region")
+    if not 0 < opts.read_percent <= 1.5:
+        raise InvalidInput(f"--read-percent {opts.read_percent} is out of range (0, 1.5]")
+    if opts.max_rcu is not None and opts.max_rcu <= 0:
+        raise InvalidInput("--max-rcu must be positive")
+    if opts.segments is not None and not 1 <= opts.segments <= ddb_source.MAX_SEGMENTS:
+        raise InvalidInput("--segments must be between 1 and 1000000")
+    if opts.workers < 1:
+        raise InvalidInput("--workers must be at least 1")
+
+
+def plan_dynamodb(aws: AwsContext, opts: DynamoSnapshotOptions, repo: Repository) -> ExportPlan:
+    desc = ddb_source.describe_table(aws, opts.source_region, opts.table)
+    budget = ddb_source.capacity_budget(desc, opts.read_percent, opts.max_rcu, "read")
+    segments = opts.segments or ddb_source.choose_segments(desc, budget, opts.workers)
+    sk = source_key("dynamodb", opts.source_region, opts.table)
+    return ExportPlan(
+        kind="dynamodb",
+        source={"kind": "dynamodb", "region": opts.source_region, "table": opts.table, "arn": desc.get("TableArn")},
+        source_key=sk,
+        schema=ddb_source.table_schema(desc),
+        build_tasks=lambda prefix: ddb_source.plan_export(
+            aws=aws,
+            region=opts.source_region,
+            table=opts.table,
+            repo=repo.uri,
+            repo_region=repo.region,
+            snapshot_prefix=prefix,
+            segments=segments,
+            read_budget=budget,
+            concurrency=opts.workers,
+            part_max_bytes=opts.part_max_bytes,
+        ),
+        task_fn=ddb_source.run_export_task,
+        plan_params={"kind": "dynamodb", "segments": segments, "mode": "full"},
+        estimate_rows=int(desc.get("ItemCount") or 0) or None,
+        limiter=TokenBucket(budget) if budget else None,
+        read={
+            "segments": segments,
+            "read_budget_rcu_per_s": budget,
+            "billing_mode": ddb_source.billing_mode(desc),
+        },
+    )
+
+
+def snapshot_dynamodb(
+    aws: AwsContext,
+    opts: DynamoSnapshotOptions,
+    progress_factory: Callable[[str, int | None], Any] | None = None,
+    on_event: Callable[[str], None] | None = None,
+) -> SnapshotResult:
+    """Snapshot a DynamoDB table into a repository in the target region.
+
+    Validates everything (regions, credentials, the table, the repository
+    location) before writing anything.
+    """
+    check_dynamodb_options(opts)
+    aws.check_credentials()
+    ddb_source.describe_table(aws, opts.source_region, opts.table)  # NotFound before any write
+    repo = Repository.open(aws, opts.target_region, opts.repo_uri, create=True)
+    plan = plan_dynamodb(aws, opts, repo)
+    if on_event:
+        budget = plan.read.get("read_budget_rcu_per_s")
+        on_event(
+            f"snapshot {opts.table} ({opts.source_region}) -> {repo.uri} ({opts.target_region}): "
+            f"{plan.read['segments']} segments, read budget "
+            + (f"{budget:,.0f} RCU/s" if budget else "unthrottled (on-demand; set --max-rcu to cap)")
+        )
+    if progress_factory is None:
+        return run_export(repo, plan, engine_name=opts.engine, workers=opts.workers, resume=opts.resume, on_event=on_event)
+    with progress_factory(f"snapshot {opts.table}", plan.estimate_rows) as progress:
+        return run_export(
+            repo, plan, engine_name=opts.engine, workers=opts.workers, resume=opts.resume,
+            progress=progress, on_event=on_event,
+        )

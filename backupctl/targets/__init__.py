@@ -1,0 +1,1 @@
+"""Targets: prepare a destination, load one part (a task), finish."""
