@@ -42,7 +42,7 @@ from backupctl.model import (
     isoformat,
     utcnow,
 )
-from backupctl.retry import DEFAULT_POLICY, RetryPolicy
+from backupctl.retry import DEFAULT_POLICY, RetryPolicy, policy_from_env
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()/=+-]*$")
@@ -241,7 +241,7 @@ class Repository:
         region: str,
         uri: str | RepoURI | None = None,
         create: bool = False,
-        policy: RetryPolicy = DEFAULT_POLICY,
+        policy: RetryPolicy | None = None,
     ) -> Repository:
         """Open the repository at ``uri`` (default: the account's default repo in ``region``).
 
@@ -253,7 +253,7 @@ class Repository:
         repo_uri = uri if isinstance(uri, RepoURI) else (parse_repo_uri(uri) if uri else None)
         if repo_uri is None:
             repo_uri = default_repo_uri(aws, region)
-        store = S3Store(aws, region, repo_uri, policy)
+        store = S3Store(aws, region, repo_uri, policy or policy_from_env())
         bucket_region = cls._bucket_region(store)
         if bucket_region is None:
             if not create:

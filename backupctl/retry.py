@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -80,6 +81,26 @@ class RetryPolicy:
     max_backoff_s: float = 20.0
     deadline_s: float = 600.0
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_attempts": self.max_attempts,
+            "initial_s": self.initial_s,
+            "max_backoff_s": self.max_backoff_s,
+            "deadline_s": self.deadline_s,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> RetryPolicy:
+        """The policy a task spec carries (the default when it carries none)."""
+        if not d:
+            return policy_from_env()
+        return cls(
+            max_attempts=int(d["max_attempts"]),
+            initial_s=float(d["initial_s"]),
+            max_backoff_s=float(d["max_backoff_s"]),
+            deadline_s=float(d["deadline_s"]),
+        )
+
     def backoff(self, attempt: int) -> float:
         """Seconds to sleep before attempt ``attempt + 1`` (attempt counts from 1)."""
         cap = min(self.max_backoff_s, self.initial_s * (2 ** (attempt - 1)))
@@ -134,6 +155,19 @@ def _describe(e: BaseException) -> str:
 DEFAULT_POLICY = RetryPolicy()
 
 
+def policy_from_env() -> RetryPolicy:
+    """The default policy, with BACKUPCTL_RETRY_MAX_ATTEMPTS / BACKUPCTL_RETRY_DEADLINE_S applied."""
+    attempts = os.environ.get("BACKUPCTL_RETRY_MAX_ATTEMPTS")
+    deadline = os.environ.get("BACKUPCTL_RETRY_DEADLINE_S")
+    if not attempts and not deadline:
+        return DEFAULT_POLICY
+    return RetryPolicy(
+        max_attempts=int(attempts) if attempts else DEFAULT_POLICY.max_attempts,
+        deadline_s=float(deadline) if deadline else DEFAULT_POLICY.deadline_s,
+        max_backoff_s=min(DEFAULT_POLICY.max_backoff_s, float(deadline) / 4) if deadline else DEFAULT_POLICY.max_backoff_s,
+    )
+
+
 class TokenBucket:
     """A thread-safe budget of ``rate`` units per second, burst ``burst``.
 
@@ -182,14 +216,3 @@ class TokenBucket:
         self.acquire(0.0)
 
 
-def sleep_backoff(policy: RetryPolicy, attempt: int) -> None:
-    time.sleep(policy.backoff(attempt))
-
-
-def as_dict(policy: RetryPolicy) -> dict[str, Any]:
-    return {
-        "max_attempts": policy.max_attempts,
-        "initial_s": policy.initial_s,
-        "max_backoff_s": policy.max_backoff_s,
-        "deadline_s": policy.deadline_s,
-    }

@@ -25,7 +25,7 @@ from backupctl.errors import AuthError, Interrupted, NotFound
 from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, Digest, encode_line, item_hash
 from backupctl.model import PartResult, TaskSpec, part_key
 from backupctl.repository import RepoURI, S3Store
-from backupctl.retry import DEFAULT_POLICY, RetryPolicy, TokenBucket
+from backupctl.retry import DEFAULT_POLICY, RetryPolicy, TokenBucket, policy_from_env
 
 PART_MAX_BYTES = 256 << 20  # uncompressed bytes per part before a new one is cut
 MAX_SEGMENTS = 1_000_000
@@ -181,8 +181,10 @@ def plan_export(
     read_budget: float | None,
     concurrency: int,
     part_max_bytes: int = PART_MAX_BYTES,
+    policy: RetryPolicy | None = None,
 ) -> list[TaskSpec]:
     """One task per scan segment, each with deterministic part keys."""
+    policy = policy or policy_from_env()
     return [
         {
             "kind": "dynamodb.export",
@@ -199,6 +201,7 @@ def plan_export(
             # Used only by engines without a shared limiter (Spark, EMR): each
             # task gets an equal share of the run's budget.
             "read_rate": (read_budget / max(1, min(concurrency, segments))) if read_budget else None,
+            "retry": policy.to_dict(),
         }
         for seg in range(segments)
     ]
@@ -295,7 +298,7 @@ class PartWriter:
 def task_store(spec: TaskSpec) -> S3Store:
     aws = AwsContext.from_dict(spec.get("aws"))
     r = spec["repo"]
-    return S3Store(aws, r["region"], RepoURI(r["bucket"], r["prefix"]))
+    return S3Store(aws, r["region"], RepoURI(r["bucket"], r["prefix"]), RetryPolicy.from_dict(spec.get("retry")))
 
 
 def run_export_task(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
@@ -316,7 +319,8 @@ def run_export_task(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
     writer: PartWriter | None = None
     chunk = 0
     for items in scan_pages(
-        aws, spec["region"], spec["table"], int(spec["segment"]), int(spec["total_segments"]), limiter, ctx
+        aws, spec["region"], spec["table"], int(spec["segment"]), int(spec["total_segments"]), limiter, ctx,
+        store.policy,
     ):
         nbytes = 0
         for item in items:

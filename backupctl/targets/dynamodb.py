@@ -23,7 +23,7 @@ from backupctl.engines.local import TaskContext
 from backupctl.errors import Conflict, DataPathError, FormatError, Interrupted, InvalidInput, NotFound
 from backupctl.formats.dynamodb_json import Digest, decode_line, item_hash, item_size
 from backupctl.model import TaskSpec
-from backupctl.retry import DEFAULT_POLICY, RetryPolicy, TokenBucket
+from backupctl.retry import DEFAULT_POLICY, RetryPolicy, TokenBucket, policy_from_env
 from backupctl.sources.dynamodb import describe_table, scan_pages, task_store
 
 BATCH = 25
@@ -189,6 +189,7 @@ def plan_load(
     region: str,
     write_budget: float | None,
     concurrency: int,
+    policy: RetryPolicy | None = None,
 ) -> list[TaskSpec]:
     return [
         {
@@ -201,6 +202,7 @@ def plan_load(
             "table": table,
             "region": region,
             "write_rate": (write_budget / max(1, min(concurrency, len(manifest_parts)))) if write_budget else None,
+            "retry": (policy or policy_from_env()).to_dict(),
         }
         for i, part in enumerate(manifest_parts)
     ]
@@ -232,7 +234,7 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
 
         def flush() -> None:
             nonlocal batch, costs, nbytes, written
-            write_batches(ddb, table, batch, limiter, costs, f"part {part['key']} into {table}", ctx)
+            write_batches(ddb, table, batch, limiter, costs, f"part {part['key']} into {table}", ctx, store.policy)
             written += len(batch)
             ctx.advance(len(batch), nbytes)
             batch, costs, nbytes = [], [], 0

@@ -1,0 +1,3 @@
+from backupctl.cli.main import main
+
+main()
