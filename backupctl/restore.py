@@ -24,7 +24,7 @@ from backupctl.engines import TaskContext, get_engine
 from backupctl.errors import Conflict, InvalidInput, NotFound, VerificationFailed
 from backupctl.formats.dynamodb_json import combine_hex
 from backupctl.model import check_snapshot_id
-from backupctl.repository import Repository
+from backupctl.repository import Repository, parse_repo_uri
 from backupctl.retry import TokenBucket
 from backupctl.sources.dynamodb import capacity_budget, describe_table
 from backupctl.targets import dynamodb as ddb_target
@@ -50,6 +50,8 @@ class DynamoRestoreOptions:
 def check_options(opts: DynamoRestoreOptions) -> None:
     check_snapshot_id(opts.snapshot_id)
     validate_region(opts.region, "--region")
+    if opts.repo_uri is not None:
+        parse_repo_uri(opts.repo_uri)
     if opts.mode not in DYNAMODB_MODES:
         raise InvalidInput(f"--mode {opts.mode} is not valid for DynamoDB (use {', '.join(DYNAMODB_MODES)})")
     if not 0 < opts.write_percent <= 1.5:

@@ -19,7 +19,7 @@ from backupctl.engines import TaskContext, get_engine
 from backupctl.errors import InvalidInput, NotFound
 from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, combine_hex
 from backupctl.model import Manifest, PartResult, TaskSpec, isoformat, new_snapshot_id, source_key, utcnow
-from backupctl.repository import Repository
+from backupctl.repository import Repository, parse_repo_uri
 from backupctl.retry import TokenBucket
 from backupctl.sources import dynamodb as ddb_source
 
@@ -191,11 +191,14 @@ class DynamoSnapshotOptions:
     engine: str = "local"
     resume: bool = True
     part_max_bytes: int = ddb_source.PART_MAX_BYTES
+    page_size: int | None = None
 
 
 def check_dynamodb_options(opts: DynamoSnapshotOptions) -> None:
     validate_region(opts.source_region, "--from region")
     validate_region(opts.target_region, "--to region")
+    if opts.repo_uri is not None:
+        parse_repo_uri(opts.repo_uri)
     if not 0 < opts.read_percent <= 1.5:
         raise InvalidInput(f"--read-percent {opts.read_percent} is out of range (0, 1.5]")
     if opts.max_rcu is not None and opts.max_rcu <= 0:
@@ -204,6 +207,8 @@ def check_dynamodb_options(opts: DynamoSnapshotOptions) -> None:
         raise InvalidInput("--segments must be between 1 and 1000000")
     if opts.workers < 1:
         raise InvalidInput("--workers must be at least 1")
+    if opts.page_size is not None and opts.page_size < 1:
+        raise InvalidInput("--page-size must be at least 1")
 
 
 def plan_dynamodb(aws: AwsContext, opts: DynamoSnapshotOptions, repo: Repository) -> ExportPlan:
@@ -227,6 +232,7 @@ def plan_dynamodb(aws: AwsContext, opts: DynamoSnapshotOptions, repo: Repository
             read_budget=budget,
             concurrency=opts.workers,
             part_max_bytes=opts.part_max_bytes,
+            page_size=opts.page_size,
         ),
         task_fn=ddb_source.run_export_task,
         plan_params={"kind": "dynamodb", "segments": segments, "mode": "full"},

@@ -21,13 +21,14 @@ from backupctl.snapshot import DynamoSnapshotOptions, snapshot_dynamodb
 @click.option("--workers", type=int, default=8, show_default=True, help="Concurrent tasks.")
 @click.option("--engine", type=click.Choice(["local", "auto"]), default="local", show_default=True, help="Where tasks run.")
 @click.option("--part-size-mb", type=int, default=256, show_default=True, help="Uncompressed MiB per part before a new part is cut.")
+@click.option("--page-size", type=int, help="Items per Scan request (smaller pages spread reads more evenly).")
 @click.option("--no-resume", is_flag=True, help="Start a new snapshot even if a crashed run of this table can be resumed.")
 @json_option
 @pass_app
 def snapshot(
     app: App, table: str, from_region: str | None, to_region: str, repo: str | None, read_percent: float,
     max_rcu: float | None, segments: int | None, workers: int, engine: str, part_size_mb: int,
-    no_resume: bool, as_json: bool,
+    page_size: int | None, no_resume: bool, as_json: bool,
 ) -> None:
     """Snapshot a DynamoDB table from region --from into a repository in region --to.
 
@@ -47,7 +48,7 @@ def snapshot(
     opts = DynamoSnapshotOptions(
         table=table, source_region=from_region, target_region=to_region, repo_uri=repo,
         read_percent=read_percent, max_rcu=max_rcu, segments=segments, workers=workers, engine=engine,
-        resume=not no_resume, part_max_bytes=part_size_mb << 20,
+        resume=not no_resume, part_max_bytes=part_size_mb << 20, page_size=page_size,
     )
     result = snapshot_dynamodb(app.aws, opts, progress_factory=console.progress, on_event=console.info)
     m = result.manifest

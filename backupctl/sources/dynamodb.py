@@ -182,6 +182,7 @@ def plan_export(
     concurrency: int,
     part_max_bytes: int = PART_MAX_BYTES,
     policy: RetryPolicy | None = None,
+    page_size: int | None = None,
 ) -> list[TaskSpec]:
     """One task per scan segment, each with deterministic part keys."""
     policy = policy or policy_from_env()
@@ -202,6 +203,7 @@ def plan_export(
             # task gets an equal share of the run's budget.
             "read_rate": (read_budget / max(1, min(concurrency, segments))) if read_budget else None,
             "retry": policy.to_dict(),
+            "page_size": page_size,
         }
         for seg in range(segments)
     ]
@@ -321,6 +323,7 @@ def run_export_task(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
     for items in scan_pages(
         aws, spec["region"], spec["table"], int(spec["segment"]), int(spec["total_segments"]), limiter, ctx,
         store.policy,
+        **({"Limit": int(spec["page_size"])} if spec.get("page_size") else {}),
     ):
         nbytes = 0
         for item in items:

@@ -1,0 +1,100 @@
+"""Manifest, ids and part keys: what readers accept and refuse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from backupctl.errors import FormatError, InvalidInput
+from backupctl.model import (
+    Manifest,
+    PartResult,
+    check_part_key,
+    check_snapshot_id,
+    new_snapshot_id,
+    source_key,
+)
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+
+def golden_manifest() -> Manifest:
+    return Manifest(
+        id="20261127T013000Z-1a2b3c",
+        source={"kind": "dynamodb", "region": "us-east-1", "table": "orders",
+                "arn": "arn:aws:dynamodb:us-east-1:123456789012:table/orders"},
+        source_key="dynamodb.us-east-1.orders",
+        mode="full",
+        created_at="2026-11-27T01:30:00.000000Z",
+        completed_at="2026-11-27T01:31:00.000000Z",
+        engine="local",
+        parts=[PartResult("data/part-00000-0000.json.gz", 2, 120, "a" * 64, "b" * 64)],
+        content_digest="b" * 64,
+        digest_algorithm="multiset-sha256-v1",
+        read={"segments": 1, "read_budget_rcu_per_s": 5.0, "billing_mode": "PROVISIONED"},
+        tool={"name": "backupctl", "version": "0.1.0"},
+    )
+
+
+def test_manifest_matches_golden_file() -> None:
+    """Format v1 manifest layout is pinned: a change here is a format change."""
+    doc = golden_manifest().to_dict()
+    assert doc == json.loads((GOLDEN / "manifest-v1.json").read_text())
+
+
+def test_manifest_round_trip() -> None:
+    m = golden_manifest()
+    again = Manifest.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert again.to_dict() == m.to_dict()
+    assert again.rows == 2 and again.bytes == 120
+
+
+def test_reader_refuses_unknown_major_version() -> None:
+    doc = golden_manifest().to_dict()
+    doc["format_version"] = "2.0"
+    with pytest.raises(FormatError, match="format version 2.0 is not supported"):
+        Manifest.from_dict(doc)
+
+
+def test_reader_accepts_newer_minor_version() -> None:
+    doc = golden_manifest().to_dict()
+    doc["format_version"] = "1.7"
+    doc["some_future_field"] = {"x": 1}
+    assert Manifest.from_dict(doc).id == "20261127T013000Z-1a2b3c"
+
+
+def test_reader_refuses_inconsistent_totals() -> None:
+    doc = golden_manifest().to_dict()
+    doc["totals"]["rows"] = 3
+    with pytest.raises(FormatError, match="totals"):
+        Manifest.from_dict(doc)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["../../etc/passwd", "data/../manifest.json", "data/part-00000-0000.json.gz/../../x", "/data/part-00000-0000.json.gz",
+     "data/part-0-0.json.gz", "other/part-00000-0000.json.gz", "data/part-00000-0000.exe"],
+)
+def test_part_keys_cannot_escape_data(key: str) -> None:
+    with pytest.raises(FormatError):
+        check_part_key(key)
+    doc = golden_manifest().to_dict()
+    doc["parts"][0]["key"] = key
+    with pytest.raises(FormatError):
+        Manifest.from_dict(doc)
+
+
+def test_snapshot_ids_sort_by_time_and_validate() -> None:
+    a = new_snapshot_id()
+    assert check_snapshot_id(a) == a
+    for bad in ("", "latest", "20261127T013000Z-XYZ123", "../20261127T013000Z-1a2b3c"):
+        with pytest.raises(InvalidInput):
+            check_snapshot_id(bad)
+
+
+def test_source_key_is_one_safe_path_segment() -> None:
+    assert source_key("dynamodb", "us-east-1", "orders.v2-x_y") == "dynamodb.us-east-1.orders.v2-x_y"
+    k = source_key("mysql", "us-east-1", "db/x`; DROP TABLE y; --")
+    assert "/" not in k and " " not in k and "`" not in k
