@@ -21,6 +21,7 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import IO, Any
 
 import botocore.exceptions
@@ -179,9 +180,7 @@ class S3Store:
         if delimiter:
             kwargs["Delimiter"] = delimiter
         while True:
-            resp = self.policy.call(
-                lambda kw=dict(kwargs): self.s3.list_objects_v2(**kw), f"listing {self.url(prefix)}"
-            )
+            resp = self.policy.call(partial(self.s3.list_objects_v2, **kwargs), f"listing {self.url(prefix)}")
             yield resp
             token = resp.get("NextContinuationToken")
             if not resp.get("IsTruncated") or not token:
@@ -207,7 +206,7 @@ class S3Store:
         for i in range(0, len(keys), 1000):
             batch = [{"Key": self.full_key(k)} for k in keys[i : i + 1000]]
             resp = self.policy.call(
-                lambda b=batch: self.s3.delete_objects(Bucket=self.uri.bucket, Delete={"Objects": b, "Quiet": True}),
+                partial(self.s3.delete_objects, Bucket=self.uri.bucket, Delete={"Objects": batch, "Quiet": True}),
                 f"deleting under {self.url('')}",
             )
             if resp.get("Errors"):

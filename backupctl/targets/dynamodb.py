@@ -14,6 +14,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import botocore.exceptions
@@ -164,9 +165,7 @@ def write_batches(
         if ctx is not None and ctx.stopped:
             raise Interrupted("stopped")
         try:
-            resp = policy.call(
-                lambda p=pending: ddb.batch_write_item(RequestItems={table: p}), f"writing {what}"
-            )
+            resp = policy.call(partial(ddb.batch_write_item, RequestItems={table: pending}), f"writing {what}")
         except DataPathError as e:
             raise DataPathError(f"{e.message} ({len(pending)} items of this batch not written)") from e
         pending = resp.get("UnprocessedItems", {}).get(table, [])
