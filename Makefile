@@ -28,7 +28,7 @@ integration: $(STAMP) services
 	$(BIN)/python -m pytest tests/integration -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check backupctl spark_jobs tests bench
+	$(BIN)/ruff check $(wildcard backupctl spark_jobs tests bench)
 	$(BIN)/mypy backupctl
 
 bench: $(STAMP)
