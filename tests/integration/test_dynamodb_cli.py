@@ -238,3 +238,17 @@ def test_missing_repository_for_readers(cli, name: str) -> None:  # type: ignore
 def test_help_lists_exit_codes(cli) -> None:  # type: ignore[no-untyped-def]
     r = cli("restore", "--help", endpoint=False)
     assert r.code == 0 and "Exit codes:" in r.out and "verification failed" in r.out
+
+
+def test_empty_table_round_trip(aws: AwsContext, cli, name: str) -> None:  # type: ignore[no-untyped-def]
+    make_table(aws, SRC, name, 0)
+    r = cli("snapshot", "--table", name, "--from", SRC, "--to", DST, "--json")
+    assert r.code == 0, r.err
+    s = one_json(r.out)
+    assert (s["rows"], s["parts"]) == (0, 0)
+    r = cli("restore", s["snapshot_id"], "--to-table", name + "-r", "--region", DST, "--json")
+    assert r.code == 0, r.err
+    assert one_json(r.out)["rows"] == 0
+    assert table_exists(aws, DST, name + "-r") and scan_all(aws, DST, name + "-r") == []
+    r = cli("snapshots", "verify", s["snapshot_id"], "--region", DST, "--against-table", name + "-r")
+    assert r.code == 0, r.err
