@@ -7,6 +7,9 @@ Modes for DynamoDB targets:
 * ``upsert`` - write into an existing table (puts overwrite items by key).
 * ``replace`` - empty an existing table first (after a confirmation), then load.
 
+MySQL targets (``restore_mysql``) add ``truncate`` and ``append`` and
+recreate the table from the captured ``SHOW CREATE TABLE``.
+
 ``dry_run`` returns the plan and writes nothing. After loading, the items and
 content digest written are compared with the manifest; a difference fails the
 restore with exit code 5.
@@ -23,11 +26,14 @@ from backupctl.aws import AwsContext, validate_region
 from backupctl.engines import TaskContext, get_engine
 from backupctl.errors import Conflict, InvalidInput, NotFound, VerificationFailed
 from backupctl.formats.dynamodb_json import combine_hex
-from backupctl.model import check_snapshot_id
+from backupctl.model import TaskSpec, check_snapshot_id
+from backupctl.mysql_conn import MySQLSettings, settings_from_uri
 from backupctl.repository import Repository, parse_repo_uri
 from backupctl.retry import TokenBucket
+from backupctl.sources import mysql as mysql_source
 from backupctl.sources.dynamodb import capacity_budget, describe_table
 from backupctl.targets import dynamodb as ddb_target
+from backupctl.targets import mysql as mysql_target
 
 DYNAMODB_MODES = ("new", "upsert", "replace")
 
@@ -189,3 +195,170 @@ def restore_dynamodb(
 
 def describe_target(aws: AwsContext, region: str, table: str) -> dict[str, Any]:
     return describe_table(aws, region, table)
+
+
+# -- MySQL -------------------------------------------------------------------------
+
+
+@dataclass
+class MySQLRestoreOptions:
+    snapshot_id: str
+    target_uri: str
+    region: str
+    table: str | None = None
+    repo_uri: str | None = None
+    mode: str = "new"
+    password_file: str | None = None
+    workers: int = 8
+    engine: str = "local"
+    dry_run: bool = False
+    yes: bool = False
+    verify: bool = True
+
+
+def check_mysql_options(opts: MySQLRestoreOptions) -> MySQLSettings:
+    settings = settings_from_uri(opts.target_uri, opts.password_file, "--to")
+    check_snapshot_id(opts.snapshot_id)
+    validate_region(opts.region, "--region")
+    if opts.repo_uri is not None:
+        parse_repo_uri(opts.repo_uri)
+    if opts.mode not in mysql_target.MODES:
+        raise InvalidInput(f"--mode {opts.mode} is not valid for MySQL (use {', '.join(mysql_target.MODES)})")
+    if opts.workers < 1:
+        raise InvalidInput("--workers must be at least 1")
+    return settings
+
+
+def restore_mysql(
+    aws: AwsContext,
+    opts: MySQLRestoreOptions,
+    confirm: Callable[[str], bool] | None = None,
+    progress_factory: Callable[[str, int | None], Any] | None = None,
+    on_event: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Restore MySQL snapshot ``opts.snapshot_id`` into a table of the database ``opts.target_uri`` names.
+
+    Everything the mode refuses (a non-empty target for ``new``, a target with
+    another schema for upsert/append/truncate, an unconfirmed replace/truncate)
+    is refused before anything is written. After loading, the restored table
+    is read back and its rows and digest compared with the manifest (unless
+    ``verify`` is off, or the target held other rows before an upsert/append:
+    then the loaded parts' digests are compared).
+    """
+    settings = check_mysql_options(opts)
+    aws.check_credentials()
+    say = on_event or (lambda _m: None)
+    started = time.monotonic()
+    repo = Repository.open(aws, opts.region, opts.repo_uri, create=False)
+    prefix, manifest = repo.find_snapshot(opts.snapshot_id)
+    if manifest.source.get("kind") != "mysql":
+        raise InvalidInput(f"snapshot {manifest.id} is a {manifest.source.get('kind')} snapshot, not MySQL")
+    schema = repo.read_schema(prefix)
+    table = opts.table or str(schema["table_name"])
+    db = settings.database
+    stored = [c for c in schema["columns"] if not c["generated"]]
+    target = {"kind": "mysql", "host": settings.host, "port": settings.port, "database": db, "table": table}
+
+    conn = settings.connect()
+    try:
+        have = mysql_target.target_columns(conn, db, table)
+        exists = have is not None
+        empty = mysql_target.is_empty(conn, db, table) if exists else True
+        actions: list[str] = []
+        if exists and opts.mode != "replace":
+            assert have is not None
+            mysql_target.check_compatible(schema, have, table, mysql_target.primary_key(conn, db, table))
+        if opts.mode == "new" and exists and not empty:
+            raise Conflict(f"table '{table}' already exists in database '{db}' and is not empty; "
+                           "use --mode upsert, append, truncate or replace")
+        destructive = exists and not empty and opts.mode in ("replace", "truncate")
+        if opts.mode == "replace" and exists:
+            actions.append(f"drop table {table} and recreate it from schema.json")
+        elif opts.mode == "truncate" and exists and not empty:
+            actions.append(f"truncate table {table}")
+        if not exists:
+            actions.append(f"create table {table} from schema.json")
+        actions.append(f"insert {manifest.rows:,} rows from {len(manifest.parts)} parts"
+                       + (" (upsert)" if opts.mode == "upsert" else ""))
+        only_snapshot_rows = not exists or empty or opts.mode in ("replace", "truncate")
+        plan = {
+            "snapshot_id": manifest.id,
+            "source": manifest.source,
+            "target": target,
+            "mode": opts.mode,
+            "table_exists": exists,
+            "create_table": mysql_target.create_sql(schema, table).replace("%%", "%"),
+            "parts": [{"key": p.key, "rows": p.rows, "bytes": p.bytes} for p in manifest.parts],
+            "rows": manifest.rows,
+            "bytes": manifest.bytes,
+            "actions": actions,
+            "dry_run": opts.dry_run,
+        }
+        if opts.dry_run:
+            return plan
+        if destructive and not opts.yes and not (
+            confirm and confirm(f"{'Drop' if opts.mode == 'replace' else 'Truncate'} table '{table}' in '{db}'?")
+        ):
+            raise Conflict(f"{opts.mode} not confirmed: nothing was changed (pass --yes to skip the question)")
+        if opts.mode == "replace" and exists:
+            say(f"dropping {db}.{table}")
+            mysql_target.drop_table(conn, db, table)
+            exists = False
+        elif opts.mode == "truncate" and exists and not empty:
+            say(f"truncating {db}.{table}")
+            mysql_target.truncate_table(conn, db, table)
+        if not exists:
+            say(f"creating table {db}.{table}")
+            mysql_target.create_table(conn, db, schema, table)
+    finally:
+        conn.close()
+
+    tasks = mysql_target.plan_load(
+        aws=aws.to_dict(), settings=settings, manifest_parts=[p.to_dict() for p in manifest.parts],
+        repo={"bucket": repo.uri.bucket, "prefix": repo.uri.prefix, "region": repo.region},
+        snapshot_prefix=prefix, database=db, table=table, columns=stored, upsert=opts.mode == "upsert",
+    )
+    engine = get_engine(opts.engine, opts.workers)
+
+    def task_fn(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
+        return mysql_target.run_load_task(spec, ctx, settings)
+
+    def run(progress: Any) -> list[dict[str, Any]]:
+        return engine.run(tasks, task_fn, TaskContext(progress=progress))
+
+    if progress_factory is None:
+        results = run(None)
+    else:
+        with progress_factory(f"restore {table}", manifest.rows) as progress:
+            results = run(progress)
+    rows = sum(int(r["rows"]) for r in results)
+    digest = combine_hex(r["digest"] for r in results) if results else "0" * 64
+    if rows != manifest.rows or digest != manifest.content_digest:
+        raise VerificationFailed(
+            f"restore loaded {rows} rows with digest {digest[:16]}..., "
+            f"the manifest says {manifest.rows} rows, {manifest.content_digest[:16]}..."
+        )
+    verification = "skipped"
+    if opts.verify and only_snapshot_rows:
+        say(f"reading back {db}.{table} to verify")
+        live = mysql_source.table_digest(settings, db, table, stored)
+        if live.count != manifest.rows or live.hexdigest() != manifest.content_digest:
+            raise VerificationFailed(
+                f"restored table {db}.{table} has {live.count} rows with digest {live.hexdigest()[:16]}..., "
+                f"the manifest says {manifest.rows} rows, {manifest.content_digest[:16]}..."
+            )
+        digest, verification = live.hexdigest(), "table"
+    elif opts.verify:
+        verification = "parts"  # the table held other rows: the loaded parts' digests were compared
+    return {
+        "snapshot_id": manifest.id,
+        "target": target,
+        "mode": opts.mode,
+        "rows": rows,
+        "bytes": manifest.bytes,
+        "parts": len(manifest.parts),
+        "digest": digest,
+        "verification": verification,
+        "duration_s": round(time.monotonic() - started, 3),
+        "engine": engine.name,
+    }

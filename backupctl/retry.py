@@ -51,8 +51,25 @@ RETRYABLE_CODES = frozenset(
 )
 
 
+# MySQL errors worth another try: lost connection (2006 server gone away,
+# 2013 lost during query), lock wait timeout (1205), deadlock victim (1213).
+MYSQL_RETRYABLE_CODES = frozenset({2006, 2013, 1205, 1213})
+
+
+def _is_retryable_mysql(exc: BaseException) -> bool:
+    try:
+        import pymysql
+    except ImportError:  # pragma: no cover - pymysql is a dependency
+        return False
+    if not isinstance(exc, (pymysql.err.OperationalError, pymysql.err.InternalError)):
+        return False
+    return bool(exc.args) and exc.args[0] in MYSQL_RETRYABLE_CODES
+
+
 def is_retryable(exc: BaseException) -> bool:
     """True when ``exc`` is transient: worth another try after a pause."""
+    if _is_retryable_mysql(exc):
+        return True
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))

@@ -1,0 +1,257 @@
+"""MySQL connection settings: ``mysql://`` URIs, password sources, connecting, errors.
+
+A MySQL endpoint is named by ``mysql://USER@HOST[:PORT]/DB``. The password
+never comes from argv: a URI that embeds one (``mysql://u:pw@h/db``) is
+refused. It comes, in this order, from ``--password-file PATH``, the
+``MYSQL_PWD`` environment variable, or the ``password`` of the ``[client]``
+group of ``~/.my.cnf``; with none of them the password is empty.
+
+``MySQLSettings`` holds the password in memory only (``repr=False``) so the
+local engine's tasks can connect; ``to_dict()`` - what task specs, manifests
+and ``--json`` output may carry - names where the password comes from (a file
+path or ``env``/``option-file``), never the password itself.
+
+``translate`` maps pymysql errors to backupctl's error types (and so to exit
+codes): access denied -> AuthError (6), unknown database/table -> NotFound
+(3), duplicate key -> Conflict (4), unreachable server -> DataPathError (7).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pymysql
+import pymysql.cursors
+
+from backupctl.errors import AuthError, BackupctlError, Conflict, DataPathError, InvalidInput, NotFound
+from backupctl.retry import RetryPolicy
+
+DEFAULT_PORT = 3306
+CONNECT_TIMEOUT_S = 10
+# Connecting is retried briefly (a dropped connection, a server restarting);
+# a wrong host should fail within seconds, not after the data path's 600 s.
+CONNECT_POLICY = RetryPolicy(max_attempts=4, initial_s=0.2, max_backoff_s=2.0, deadline_s=30.0)
+
+_URI_RE = re.compile(r"^mysql://(?P<auth>[^@/]*)@(?P<host>\[[^\]]+\]|[^:/]+)(?::(?P<port>[^/]*))?/(?P<db>[^/?#]+)/?$")
+
+# Server error codes (mysqld_error.h / errmsg.h).
+ER_DBACCESS_DENIED = 1044
+ER_ACCESS_DENIED = 1045
+ER_BAD_DB = 1049
+ER_TABLEACCESS_DENIED = 1142
+ER_NO_SUCH_TABLE = 1146
+ER_DUP_ENTRY = 1062
+CR_CONN_HOST_ERROR = 2003
+CR_UNKNOWN_HOST = 2005
+
+
+def quote_ident(name: str) -> str:
+    """A backtick-quoted identifier: the only way a name ever enters SQL text.
+
+    Backticks are doubled, and so is ``%``: every statement here is executed
+    with a parameter tuple (possibly empty), so pymysql %-formats the text and
+    ``%%`` becomes the ``%`` of the name again.
+    """
+    if "\x00" in name:
+        raise InvalidInput("identifiers cannot contain NUL characters")
+    return "`" + name.replace("`", "``").replace("%", "%%") + "`"
+
+
+def is_mysql_uri(text: str | None) -> bool:
+    return bool(text) and str(text).startswith("mysql://")
+
+
+@dataclass
+class MySQLSettings:
+    """How to reach one MySQL database. The password lives in memory only."""
+
+    user: str
+    host: str
+    port: int
+    database: str
+    password_source: str = "none"  # "file" | "env" | "option-file" | "none"
+    password_file: str | None = None
+    password: str = field(default="", repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What may be written anywhere: no password, at most the path of a password file."""
+        return {
+            "user": self.user,
+            "host": self.host,
+            "port": self.port,
+            "database": self.database,
+            "password_source": self.password_source,
+            "password_file": self.password_file,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MySQLSettings:
+        """Rebuild settings in another process, re-reading the password from its source."""
+        s = cls(
+            user=str(d["user"]), host=str(d["host"]), port=int(d["port"]), database=str(d["database"]),
+            password_source=str(d.get("password_source") or "none"), password_file=d.get("password_file"),
+        )
+        s.password = resolve_password(s.password_file)[1]
+        return s
+
+    def describe(self) -> str:
+        return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+    def with_database(self, database: str) -> MySQLSettings:
+        s = MySQLSettings(self.user, self.host, self.port, database, self.password_source, self.password_file)
+        s.password = self.password
+        return s
+
+    def connect(self, *, database: bool = True, read_timeout: int | None = None) -> pymysql.connections.Connection:
+        """A new connection (utf8mb4, session time zone UTC), errors translated."""
+
+        def attempt() -> pymysql.connections.Connection:
+            try:
+                conn = pymysql.connect(
+                    host=self.host.strip("[]"),
+                    port=self.port,
+                    user=self.user,
+                    password=self.password,
+                    database=self.database if database else None,
+                    charset="utf8mb4",
+                    autocommit=True,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    read_timeout=read_timeout,
+                    init_command="SET time_zone = '+00:00'",
+                )
+            except pymysql.MySQLError as e:
+                raise translate(e, f"connecting to {self.describe()}") from e
+            return conn
+
+        return CONNECT_POLICY.call(attempt, f"connecting to {self.describe()}")
+
+
+def parse_mysql_uri(uri: str, what: str = "--source") -> tuple[str, str, int, str]:
+    """(user, host, port, database) of ``mysql://USER@HOST[:PORT]/DB``; refuses embedded passwords."""
+    m = _URI_RE.match(uri or "")
+    if not m:
+        if (uri or "").startswith("mysql://") and "@" in uri.split("/", 3)[2] and ":" in uri.split("/", 3)[2].split("@")[0]:
+            raise InvalidInput(_password_in_uri(what))
+        raise InvalidInput(f"invalid {what} '{_redact(uri)}': expected mysql://USER@HOST[:PORT]/DB")
+    auth = m.group("auth")
+    if ":" in auth:
+        raise InvalidInput(_password_in_uri(what))
+    user = unquote(auth)
+    if not user:
+        raise InvalidInput(f"invalid {what} '{uri}': the user is missing (mysql://USER@HOST[:PORT]/DB)")
+    port_text = m.group("port")
+    if port_text in (None, ""):
+        port = DEFAULT_PORT
+    elif port_text.isdigit() and 0 < int(port_text) < 65536:
+        port = int(port_text)
+    else:
+        raise InvalidInput(f"invalid {what} '{uri}': port '{port_text}' is not a number between 1 and 65535")
+    return user, m.group("host"), port, unquote(m.group("db"))
+
+
+def _password_in_uri(what: str) -> str:
+    return (
+        f"{what} URI contains a password: passwords are never taken from the command line; "
+        "use --password-file PATH, MYSQL_PWD or ~/.my.cnf"
+    )
+
+
+def _redact(uri: str | None) -> str:
+    return re.sub(r"(mysql://[^:@/]*):[^@/]*@", r"\1:***@", uri or "")
+
+
+def _option_file_password() -> str | None:
+    """``password`` of the ``[client]`` group of ~/.my.cnf (only the password is taken from it)."""
+    path = Path("~/.my.cnf").expanduser()
+    if not path.is_file():
+        return None
+    parser = configparser.RawConfigParser(allow_no_value=True, strict=False, comment_prefixes=("#", ";", "!"))
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, OSError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"cannot read {path}: {e}") from e
+    if not parser.has_option("client", "password"):
+        return None
+    value = parser.get("client", "password") or ""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return value
+
+
+def resolve_password(password_file: str | None) -> tuple[str, str]:
+    """(source, password): --password-file, else MYSQL_PWD, else ~/.my.cnf, else empty."""
+    if password_file:
+        try:
+            text = Path(password_file).expanduser().read_text(encoding="utf-8")
+        except FileNotFoundError as e:
+            raise InvalidInput(f"--password-file {password_file} does not exist") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise InvalidInput(f"cannot read --password-file {password_file}: {e}") from e
+        return "file", text.rstrip("\r\n")
+    env = os.environ.get("MYSQL_PWD")
+    if env is not None:
+        return "env", env
+    cnf = _option_file_password()
+    if cnf is not None:
+        return "option-file", cnf
+    return "none", ""
+
+
+def settings_from_uri(uri: str, password_file: str | None, what: str = "--source") -> MySQLSettings:
+    user, host, port, db = parse_mysql_uri(uri, what)
+    source, password = resolve_password(password_file)
+    s = MySQLSettings(user=user, host=host, port=port, database=db, password_source=source,
+                      password_file=str(Path(password_file).expanduser()) if password_file else None)
+    s.password = password
+    return s
+
+
+def error_code(e: BaseException) -> int | None:
+    if isinstance(e, pymysql.MySQLError) and e.args and isinstance(e.args[0], int):
+        return int(e.args[0])
+    return None
+
+
+def translate(e: pymysql.MySQLError, what: str) -> BaseException:
+    """A backupctl error for a pymysql error, or ``e`` itself when it is not a known kind."""
+    code = error_code(e)
+    msg = str(e.args[1]) if len(e.args) > 1 else str(e)
+    if code in (ER_ACCESS_DENIED, ER_DBACCESS_DENIED, ER_TABLEACCESS_DENIED):
+        return AuthError(f"{what}: access denied ({code}: {msg})")
+    if code in (ER_BAD_DB, ER_NO_SUCH_TABLE):
+        return NotFound(f"{what}: {msg}")
+    if code == ER_DUP_ENTRY:
+        return Conflict(f"{what}: {msg}")
+    if code in (CR_CONN_HOST_ERROR, CR_UNKNOWN_HOST):
+        return DataPathError(f"{what}: cannot reach the server ({msg})")
+    return e
+
+
+def run_sql(conn: pymysql.connections.Connection, sql: str, params: Any = None, what: str = "querying") -> list[Any]:
+    """Execute one statement (always %-formatted, see quote_ident) and return its rows, errors translated."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, tuple(params) if params is not None else ())
+            return list(cur.fetchall())
+    except pymysql.MySQLError as e:
+        t = translate(e, what)
+        if isinstance(t, BackupctlError):
+            raise t from e
+        raise
+
+
+__all__ = [
+    "MySQLSettings",
+    "parse_mysql_uri",
+    "quote_ident",
+    "resolve_password",
+    "run_sql",
+    "settings_from_uri",
+    "translate",
+]

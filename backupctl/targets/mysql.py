@@ -1,0 +1,218 @@
+"""MySQL as a target: recreate a table from its captured DDL, check compatibility, load parts.
+
+The table is created from ``SHOW CREATE TABLE`` of the source (schema.json),
+so indexes, charset, collation, generated columns and constraints come back
+as they were; only the table name is replaced (backtick-quoted).
+
+A load task checks the part's sha256, then streams its rows into multi-row
+``INSERT`` statements (pymysql ``executemany``: as many rows per statement as
+fit the server's ``max_allowed_packet``), committing every ``COMMIT_ROWS``
+rows. Upserts use ``INSERT ... ON DUPLICATE KEY UPDATE col = VALUES(col)``.
+Generated columns are never written: the server recomputes them. A dropped
+connection is retried from the last committed row, so rows are neither lost
+nor written twice. The session runs with ``foreign_key_checks = 0`` (parts
+load in parallel, in any order) and ``time_zone = '+00:00'`` (TIMESTAMP
+values are stored as UTC).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from typing import Any
+
+import pymysql
+
+from backupctl.engines.local import TaskContext
+from backupctl.errors import BackupctlError, Conflict, FormatError, Interrupted
+from backupctl.formats.dynamodb_json import Digest
+from backupctl.formats.parquet import iter_part_rows, row_hash, sql_value
+from backupctl.model import TaskSpec
+from backupctl.mysql_conn import MySQLSettings, quote_ident, run_sql, translate
+from backupctl.retry import RetryPolicy, policy_from_env
+from backupctl.sources.dynamodb import task_store
+from backupctl.sources.mysql import read_columns, table_ref
+
+MODES = ("new", "upsert", "replace", "truncate", "append")
+INSERT_ROWS = 5_000  # rows handed to one executemany (split further to fit max_allowed_packet)
+COMMIT_ROWS = 50_000
+MAX_STATEMENT_BYTES = 8 << 20
+
+_INT_WIDTH = re.compile(r"^(tinyint|smallint|mediumint|int|integer|bigint)\(\d+\)")
+
+
+def target_columns(conn: pymysql.connections.Connection, database: str, table: str) -> list[dict[str, Any]] | None:
+    """The target table's columns, or None when it does not exist."""
+    cols = read_columns(conn, database, table)
+    return cols or None
+
+
+def _shape(col: dict[str, Any]) -> tuple[Any, ...]:
+    ctype = _INT_WIDTH.sub(r"\1", str(col["column_type"]).lower())
+    return (col["name"], ctype, bool(col["nullable"]), bool(col["generated"]), col.get("collation"))
+
+
+def check_compatible(schema: dict[str, Any], have: list[dict[str, Any]], table: str,
+                     have_pk: list[str] | None = None) -> None:
+    """Refuse (Conflict) a target whose columns differ from the snapshot's."""
+    want = [_shape(c) for c in schema["columns"]]
+    got = [_shape(c) for c in have]
+    if want != got:
+        diff = next(((w, g) for w, g in zip(want, got, strict=False) if w != g), None)
+        detail = (f"column {diff[0][0]!r} is {diff[1][1]} in the target, {diff[0][1]} in the snapshot"
+                  if diff else f"the target has {len(got)} columns, the snapshot {len(want)}")
+        raise Conflict(f"table '{table}' has another schema than the snapshot ({detail}): refusing to load")
+    if have_pk is not None and have_pk != list(schema.get("primary_key") or []):
+        raise Conflict(f"table '{table}' has primary key {have_pk}, the snapshot {schema.get('primary_key')}: "
+                       "refusing to load")
+
+
+def primary_key(conn: pymysql.connections.Connection, database: str, table: str) -> list[str]:
+    rows = run_sql(
+        conn,
+        "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+        "AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
+        (database, table),
+    )
+    return [r[0] for r in rows]
+
+
+def create_sql(schema: dict[str, Any], table: str) -> str:
+    """The source's CREATE TABLE with the target table name (backtick-quoted)."""
+    ddl = str(schema["create_table"])
+    head = "CREATE TABLE " + "`" + str(schema["table_name"]).replace("`", "``") + "`"
+    if not ddl.startswith(head):
+        raise FormatError("schema.json create_table does not start with CREATE TABLE `<table_name>`")
+    return "CREATE TABLE " + quote_ident(table) + ddl[len(head):].replace("%", "%%")
+
+
+def session_setup(conn: pymysql.connections.Connection) -> None:
+    run_sql(conn, "SET SESSION foreign_key_checks = 0", ())
+    run_sql(conn, "SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO')", ())
+
+
+def create_table(conn: pymysql.connections.Connection, database: str, schema: dict[str, Any], table: str) -> None:
+    session_setup(conn)
+    run_sql(conn, f"USE {quote_ident(database)}", ())
+    run_sql(conn, create_sql(schema, table), (), f"creating table {database}.{table}")
+
+
+def drop_table(conn: pymysql.connections.Connection, database: str, table: str) -> None:
+    session_setup(conn)
+    run_sql(conn, f"DROP TABLE {table_ref(database, table)}", (), f"dropping {database}.{table}")
+
+
+def truncate_table(conn: pymysql.connections.Connection, database: str, table: str) -> None:
+    session_setup(conn)
+    run_sql(conn, f"TRUNCATE TABLE {table_ref(database, table)}", (), f"truncating {database}.{table}")
+
+
+def is_empty(conn: pymysql.connections.Connection, database: str, table: str) -> bool:
+    return not run_sql(conn, f"SELECT 1 FROM {table_ref(database, table)} LIMIT 1", (), f"reading {database}.{table}")
+
+
+def insert_sql(database: str, table: str, columns: list[dict[str, Any]], upsert: bool) -> str:
+    names = [quote_ident(c["name"]) for c in columns]
+    sql = (f"INSERT INTO {table_ref(database, table)} ({', '.join(names)}) "
+           f"VALUES ({', '.join(['%s'] * len(names))})")
+    if upsert:
+        sql += " ON DUPLICATE KEY UPDATE " + ", ".join(f"{n} = VALUES({n})" for n in names)
+    return sql
+
+
+def plan_load(*, aws: dict[str, Any], settings: MySQLSettings, manifest_parts: list[dict[str, Any]],
+              repo: dict[str, Any], snapshot_prefix: str, database: str, table: str,
+              columns: list[dict[str, Any]], upsert: bool, policy: RetryPolicy | None = None) -> list[TaskSpec]:
+    """One task per part. Specs hold no password (the local engine passes settings in memory)."""
+    return [
+        {
+            "kind": "mysql.load",
+            "task_id": f"load-{i:05d}",
+            "part": part,
+            "repo": repo,
+            "aws": aws,
+            "mysql": settings.to_dict(),
+            "snapshot_prefix": snapshot_prefix,
+            "database": database,
+            "table": table,
+            "columns": columns,
+            "upsert": upsert,
+            "retry": (policy or policy_from_env()).to_dict(),
+        }
+        for i, part in enumerate(manifest_parts)
+    ]
+
+
+def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
+    """Load one part. Checks its sha256 first and its row count and digest as it is read."""
+    settings = settings or MySQLSettings.from_dict(spec["mysql"])
+    store = task_store(spec)
+    part = spec["part"]
+    columns = spec["columns"]
+    names = [c["name"] for c in columns]
+    kinds = [c["kind"] for c in columns]
+    sql = insert_sql(spec["database"], spec["table"], columns, bool(spec.get("upsert")))
+    digest = Digest()
+    state = {"committed": 0, "hashed": 0}
+    what = f"loading part {part['key']} into {spec['database']}.{spec['table']}"
+
+    with tempfile.TemporaryFile(prefix="backupctl-load-") as tmp:
+        sha = store.download_to(spec["snapshot_prefix"] + part["key"], tmp)
+        if sha != part["sha256"]:
+            raise FormatError(f"part {part['key']} is corrupt: sha256 {sha} != manifest {part['sha256']}")
+
+        def attempt() -> None:
+            conn = settings.connect()
+            try:
+                session_setup(conn)
+                packet = int(run_sql(conn, "SELECT @@max_allowed_packet", ())[0][0])
+                conn.autocommit(False)
+                cur = conn.cursor()
+                cur.max_stmt_length = max(64 << 10, min(MAX_STATEMENT_BYTES, packet - (64 << 10)))
+                tmp.seek(0)
+                pos, pending = 0, 0
+                batch: list[list[Any]] = []
+
+                def flush(commit: bool) -> None:
+                    nonlocal batch, pending
+                    if batch:
+                        cur.executemany(sql, batch)
+                        pending += len(batch)
+                        ctx.advance(len(batch), 0)
+                        batch = []
+                    if commit and pending:
+                        conn.commit()
+                        state["committed"] = pos
+                        pending = 0
+
+                for rows in iter_part_rows(tmp, columns, what=f"part {part['key']}"):
+                    if ctx.stopped:
+                        raise Interrupted("stopped")
+                    for row in rows:
+                        if pos >= state["hashed"]:
+                            digest.add_hash(row_hash(names, kinds, row))
+                            state["hashed"] = pos + 1
+                        if pos >= state["committed"]:
+                            batch.append([sql_value(v, k) for v, k in zip(row, kinds, strict=True)])
+                        pos += 1
+                        if len(batch) >= INSERT_ROWS:
+                            flush(commit=pending + len(batch) >= COMMIT_ROWS)
+                flush(commit=True)
+                state["committed"] = pos
+            except pymysql.MySQLError as e:
+                try:
+                    conn.rollback()
+                except pymysql.MySQLError:
+                    pass
+                t = translate(e, what)
+                if isinstance(t, BackupctlError):
+                    raise t from e
+                raise
+            finally:
+                conn.close()
+
+        store.policy.call(attempt, what)
+    if digest.count != int(part["rows"]) or digest.hexdigest() != part["digest"]:
+        raise FormatError(f"part {part['key']}: read {digest.count} rows (manifest says {part['rows']}) "
+                          "or its content digest differs")
+    return {"task_id": spec["task_id"], "rows": digest.count, "digest": digest.hexdigest()}

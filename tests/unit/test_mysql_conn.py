@@ -1,0 +1,71 @@
+"""Unit tests of MySQL connection settings: URI parsing, refused passwords, password sources, quoting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from backupctl.errors import AuthError, Conflict, InvalidInput, NotFound
+from backupctl.mysql_conn import parse_mysql_uri, quote_ident, resolve_password, settings_from_uri, translate
+from backupctl.retry import is_retryable
+
+
+def test_parse_uri() -> None:
+    assert parse_mysql_uri("mysql://backup@db.example.com:3307/shop") == ("backup", "db.example.com", 3307, "shop")
+    assert parse_mysql_uri("mysql://u%40x@h/d%2Fb") == ("u@x", "h", 3306, "d/b")
+
+
+@pytest.mark.parametrize("uri", ["mysql://u:pw@h:3306/db", "mysql://u:@h/db", "mysql://u:p@ss@h/db"])
+def test_password_in_uri_is_refused(uri: str) -> None:
+    with pytest.raises(InvalidInput) as e:
+        parse_mysql_uri(uri)
+    assert "password" in e.value.message and "pw" not in e.value.message.replace("password", "")
+
+
+@pytest.mark.parametrize("uri", ["mysql://h/db", "postgres://u@h/db", "mysql://u@h:99999/db", "mysql://u@h", ""])
+def test_bad_uris(uri: str) -> None:
+    with pytest.raises(InvalidInput):
+        parse_mysql_uri(uri)
+
+
+def test_password_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("MYSQL_PWD", raising=False)
+    assert resolve_password(None) == ("none", "")
+    (tmp_path / ".my.cnf").write_text("[mysqld]\nskip-networking\n[client]\nuser = x\npassword = 'from cnf'\n")
+    assert resolve_password(None) == ("option-file", "from cnf")
+    monkeypatch.setenv("MYSQL_PWD", "from env")
+    assert resolve_password(None) == ("env", "from env")
+    f = tmp_path / "pw"
+    f.write_text("from file\n")
+    assert resolve_password(str(f)) == ("file", "from file")
+    with pytest.raises(InvalidInput):
+        resolve_password(str(tmp_path / "missing"))
+
+
+def test_settings_never_serialise_the_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MYSQL_PWD", "s3cret")
+    s = settings_from_uri("mysql://u@h:3306/db", None)
+    assert s.password == "s3cret"
+    assert "s3cret" not in repr(s) and "s3cret" not in str(s.to_dict())
+    assert s.to_dict()["password_source"] == "env"
+
+
+def test_quote_ident() -> None:
+    assert quote_ident("x`; DROP TABLE y; --") == "`x``; DROP TABLE y; --`"
+    assert quote_ident("a%s") == "`a%%s`"  # statements are always %-formatted
+    with pytest.raises(InvalidInput):
+        quote_ident("a\x00b")
+
+
+def test_translate_and_retryable() -> None:
+    assert isinstance(translate(pymysql.err.OperationalError(1045, "Access denied"), "x"), AuthError)
+    assert isinstance(translate(pymysql.err.OperationalError(1049, "Unknown database"), "x"), NotFound)
+    assert isinstance(translate(pymysql.err.ProgrammingError(1146, "no table"), "x"), NotFound)
+    assert isinstance(translate(pymysql.err.IntegrityError(1062, "Duplicate"), "x"), Conflict)
+    for code in (2006, 2013, 1205, 1213):
+        assert is_retryable(pymysql.err.OperationalError(code, "transient"))
+    assert not is_retryable(pymysql.err.OperationalError(1045, "Access denied"))
+    assert not is_retryable(pymysql.err.ProgrammingError(1064, "syntax"))
