@@ -24,14 +24,22 @@ from typing import Any
 
 from backupctl.aws import AwsContext, validate_region
 from backupctl.engines import TaskContext, get_engine
-from backupctl.errors import Conflict, InvalidInput, NotFound, VerificationFailed
+from backupctl.errors import (
+    Conflict,
+    FormatError,
+    InvalidInput,
+    NotFound,
+    SnapshotNotFound,
+    VerificationFailed,
+)
 from backupctl.formats.dynamodb_json import combine_hex
-from backupctl.model import TaskSpec, check_snapshot_id
+from backupctl.model import Manifest, TaskSpec, check_snapshot_id
 from backupctl.mysql_conn import MySQLSettings, settings_from_uri
 from backupctl.repository import Repository, parse_repo_uri
 from backupctl.retry import TokenBucket
 from backupctl.sources import mysql as mysql_source
 from backupctl.sources.dynamodb import capacity_budget, describe_table
+from backupctl.sources.mysql import check_mysql_part_key
 from backupctl.targets import dynamodb as ddb_target
 from backupctl.targets import mysql as mysql_target
 
@@ -214,6 +222,7 @@ class MySQLRestoreOptions:
     dry_run: bool = False
     yes: bool = False
     verify: bool = True
+    only_increment: bool = False
 
 
 def check_mysql_options(opts: MySQLRestoreOptions) -> MySQLSettings:
@@ -224,9 +233,58 @@ def check_mysql_options(opts: MySQLRestoreOptions) -> MySQLSettings:
         parse_repo_uri(opts.repo_uri)
     if opts.mode not in mysql_target.MODES:
         raise InvalidInput(f"--mode {opts.mode} is not valid for MySQL (use {', '.join(mysql_target.MODES)})")
+    if opts.only_increment and opts.mode not in ("new", "upsert"):
+        raise InvalidInput(f"--only-increment applies one increment onto the existing table; it cannot be "
+                           f"combined with --mode {opts.mode}")
     if opts.workers < 1:
         raise InvalidInput("--workers must be at least 1")
     return settings
+
+
+@dataclass
+class ChainLink:
+    """One snapshot of a restore chain: where it is, its manifest, and its MySQL fields."""
+
+    prefix: str
+    manifest: Manifest
+    doc: dict[str, Any]
+
+    @property
+    def tombstones(self) -> list[dict[str, Any]]:
+        return [check_mysql_part_key(p) for p in (self.doc.get("tombstones") or {}).get("parts") or []]
+
+    @property
+    def table_digest(self) -> tuple[int, str]:
+        """(rows, digest) of the table a restore of the chain up to this snapshot must produce."""
+        td = self.doc.get("table_digest")
+        if isinstance(td, dict):
+            return int(td["rows"]), str(td["value"])
+        if self.manifest.mode == "incremental":
+            raise FormatError(f"incremental snapshot {self.manifest.id} has no table_digest")
+        return self.manifest.rows, self.manifest.content_digest
+
+
+def mysql_chain(repo: Repository, prefix: str, manifest: Manifest) -> list[ChainLink]:
+    """The snapshots a restore of ``manifest`` applies, oldest (the full snapshot) first."""
+    links = [ChainLink(prefix, manifest, dict(repo.store.get_json(prefix + "manifest.json")))]
+    seen = {manifest.id}
+    while links[-1].manifest.mode == "incremental":
+        child = links[-1].manifest
+        pid = child.parent_id
+        if not pid:
+            raise FormatError(f"incremental snapshot {child.id} names no parent")
+        if pid in seen:
+            raise FormatError(f"the chain of snapshot {manifest.id} loops at {pid}")
+        seen.add(pid)
+        pprefix = repo.snapshot_prefix(child.source_key, pid)
+        try:
+            doc = dict(repo.store.get_json(pprefix + "manifest.json"))
+        except NotFound as e:
+            raise SnapshotNotFound(f"snapshot {pid}, the parent of {child.id}, is not in {repo.uri}: "
+                                   f"the chain of {manifest.id} is broken") from e
+        links.append(ChainLink(pprefix, Manifest.from_dict(doc), doc))
+    links.reverse()
+    return links
 
 
 def restore_mysql(
@@ -238,10 +296,14 @@ def restore_mysql(
 ) -> dict[str, Any]:
     """Restore MySQL snapshot ``opts.snapshot_id`` into a table of the database ``opts.target_uri`` names.
 
-    Everything the mode refuses (a non-empty target for ``new``, a target with
-    another schema for upsert/append/truncate, an unconfirmed replace/truncate)
-    is refused before anything is written. After loading, the restored table
-    is read back and its rows and digest compared with the manifest (unless
+    An incremental snapshot restores its whole chain (the full snapshot, then
+    every increment up to it: its tombstones deleted by primary key, then its
+    rows upserted), or with ``only_increment`` just that increment onto a
+    table that holds its parent. Everything the mode refuses (a non-empty
+    target for ``new``, a target with another schema for
+    upsert/append/truncate, an unconfirmed replace/truncate) is refused before
+    anything is written. After loading, the restored table is read back and
+    its rows and digest compared with the snapshot's table digest (unless
     ``verify`` is off, or the target held other rows before an upsert/append:
     then the loaded parts' digests are compared).
     """
@@ -253,22 +315,42 @@ def restore_mysql(
     prefix, manifest = repo.find_snapshot(opts.snapshot_id)
     if manifest.source.get("kind") != "mysql":
         raise InvalidInput(f"snapshot {manifest.id} is a {manifest.source.get('kind')} snapshot, not MySQL")
+    if opts.only_increment and manifest.mode != "incremental":
+        raise InvalidInput(f"--only-increment needs an incremental snapshot; {manifest.id} is {manifest.mode}")
+    chain = mysql_chain(repo, prefix, manifest)
+    if opts.only_increment:
+        chain = chain[-1:]
+    if len(chain) > 1 and opts.mode == "append":
+        raise InvalidInput("--mode append cannot apply increments (they update and delete rows); "
+                           "use new, upsert, truncate or replace")
     schema = repo.read_schema(prefix)
+    for link in chain:
+        other = repo.read_schema(link.prefix) if link.prefix != prefix else schema
+        if (other.get("stored_columns") != schema.get("stored_columns")
+                or other.get("primary_key") != schema.get("primary_key")):
+            raise FormatError(f"snapshot {link.manifest.id} has other columns than {manifest.id}: the chain is invalid")
     table = opts.table or str(schema["table_name"])
     db = settings.database
     stored = [c for c in schema["columns"] if not c["generated"]]
+    key_cols = [next(c for c in stored if c["name"] == k) for k in schema.get("primary_key") or []]
     target = {"kind": "mysql", "host": settings.host, "port": settings.port, "database": db, "table": table}
+    loaded_rows = sum(link.manifest.rows for link in chain)
+    tombstones = sum(int(p["rows"]) for link in chain for p in link.tombstones)
+    n_parts = sum(len(link.manifest.parts) + len(link.tombstones) for link in chain)
 
     conn = settings.connect()
     try:
         have = mysql_target.target_columns(conn, db, table)
         exists = have is not None
+        if opts.only_increment and not exists:
+            raise NotFound(f"table '{table}' does not exist in database '{db}': --only-increment applies "
+                           f"{manifest.id} onto a table that holds its parent {manifest.parent_id}")
         empty = mysql_target.is_empty(conn, db, table) if exists else True
         actions: list[str] = []
         if exists and opts.mode != "replace":
             assert have is not None
             mysql_target.check_compatible(schema, have, table, mysql_target.primary_key(conn, db, table))
-        if opts.mode == "new" and exists and not empty:
+        if opts.mode == "new" and exists and not empty and not opts.only_increment:
             raise Conflict(f"table '{table}' already exists in database '{db}' and is not empty; "
                            "use --mode upsert, append, truncate or replace")
         destructive = exists and not empty and opts.mode in ("replace", "truncate")
@@ -278,19 +360,31 @@ def restore_mysql(
             actions.append(f"truncate table {table}")
         if not exists:
             actions.append(f"create table {table} from schema.json")
-        actions.append(f"insert {manifest.rows:,} rows from {len(manifest.parts)} parts"
-                       + (" (upsert)" if opts.mode == "upsert" else ""))
-        only_snapshot_rows = not exists or empty or opts.mode in ("replace", "truncate")
+        for i, link in enumerate(chain):
+            m = link.manifest
+            if link.tombstones:
+                actions.append(f"{m.id}: delete {sum(int(p['rows']) for p in link.tombstones):,} keys "
+                               f"from {len(link.tombstones)} tombstone parts")
+            upsert = m.mode == "incremental" or opts.mode == "upsert"
+            actions.append(f"{m.id}: insert {m.rows:,} rows from {len(m.parts)} parts" + (" (upsert)" if upsert else "")
+                           + (" (full)" if i == 0 and m.mode == "full" else ""))
+        only_snapshot_rows = not opts.only_increment and (not exists or empty or opts.mode in ("replace", "truncate"))
+        verify_table = opts.verify and (only_snapshot_rows or opts.only_increment)
         plan = {
             "snapshot_id": manifest.id,
             "source": manifest.source,
             "target": target,
             "mode": opts.mode,
+            "only_increment": opts.only_increment,
+            "chain": [{"snapshot_id": link.manifest.id, "mode": link.manifest.mode, "rows": link.manifest.rows,
+                       "deleted": sum(int(p["rows"]) for p in link.tombstones)} for link in chain],
             "table_exists": exists,
             "create_table": mysql_target.create_sql(schema, table).replace("%%", "%"),
-            "parts": [{"key": p.key, "rows": p.rows, "bytes": p.bytes} for p in manifest.parts],
-            "rows": manifest.rows,
-            "bytes": manifest.bytes,
+            "parts": [{"key": p.key, "rows": p.rows, "bytes": p.bytes, "snapshot_id": link.manifest.id}
+                      for link in chain for p in link.manifest.parts],
+            "rows": loaded_rows,
+            "deleted": tombstones,
+            "bytes": sum(link.manifest.bytes for link in chain),
             "actions": actions,
             "dry_run": opts.dry_run,
         }
@@ -313,39 +407,58 @@ def restore_mysql(
     finally:
         conn.close()
 
-    tasks = mysql_target.plan_load(
-        aws=aws.to_dict(), settings=settings, manifest_parts=[p.to_dict() for p in manifest.parts],
-        repo={"bucket": repo.uri.bucket, "prefix": repo.uri.prefix, "region": repo.region},
-        snapshot_prefix=prefix, database=db, table=table, columns=stored, upsert=opts.mode == "upsert",
-    )
+    repo_spec = {"bucket": repo.uri.bucket, "prefix": repo.uri.prefix, "region": repo.region}
     engine = get_engine(opts.engine, opts.workers)
 
-    def task_fn(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
+    def load_fn(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
         return mysql_target.run_load_task(spec, ctx, settings)
 
-    def run(progress: Any) -> list[dict[str, Any]]:
-        return engine.run(tasks, task_fn, TaskContext(progress=progress))
+    def delete_fn(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
+        return mysql_target.run_delete_task(spec, ctx, settings)
+
+    def run(progress: Any) -> tuple[int, str, int]:
+        rows, deleted, digest = 0, 0, "0" * 64
+        for link in chain:
+            m = link.manifest
+            if link.tombstones:
+                say(f"{m.id}: deleting {sum(int(p['rows']) for p in link.tombstones):,} keys")
+                tasks = mysql_target.plan_delete(
+                    aws=aws.to_dict(), settings=settings, tombstone_parts=link.tombstones, repo=repo_spec,
+                    snapshot_prefix=link.prefix, database=db, table=table, key_columns=key_cols)
+                deleted += sum(int(r["deleted"]) for r in engine.run(tasks, delete_fn, TaskContext(progress=progress)))
+            tasks = mysql_target.plan_load(
+                aws=aws.to_dict(), settings=settings, manifest_parts=[p.to_dict() for p in m.parts], repo=repo_spec,
+                snapshot_prefix=link.prefix, database=db, table=table, columns=stored,
+                upsert=m.mode == "incremental" or opts.mode == "upsert",
+            )
+            results = engine.run(tasks, load_fn, TaskContext(progress=progress))
+            got = sum(int(r["rows"]) for r in results)
+            digest = combine_hex(r["digest"] for r in results) if results else "0" * 64
+            if got != m.rows or digest != m.content_digest:
+                raise VerificationFailed(
+                    f"restore of {m.id} loaded {got} rows with digest {digest[:16]}..., "
+                    f"the manifest says {m.rows} rows, {m.content_digest[:16]}..."
+                )
+            rows += got
+        return rows, digest, deleted
 
     if progress_factory is None:
-        results = run(None)
+        rows, digest, deleted = run(None)
     else:
-        with progress_factory(f"restore {table}", manifest.rows) as progress:
-            results = run(progress)
-    rows = sum(int(r["rows"]) for r in results)
-    digest = combine_hex(r["digest"] for r in results) if results else "0" * 64
-    if rows != manifest.rows or digest != manifest.content_digest:
-        raise VerificationFailed(
-            f"restore loaded {rows} rows with digest {digest[:16]}..., "
-            f"the manifest says {manifest.rows} rows, {manifest.content_digest[:16]}..."
-        )
+        with progress_factory(f"restore {table}", loaded_rows + tombstones) as progress:
+            rows, digest, deleted = run(progress)
     verification = "skipped"
-    if opts.verify and only_snapshot_rows:
+    want_rows, want_digest = chain[-1].table_digest
+    if len(chain) > 1 or opts.only_increment:
+        digest = want_digest
+    if verify_table:
         say(f"reading back {db}.{table} to verify")
         live = mysql_source.table_digest(settings, db, table, stored)
-        if live.count != manifest.rows or live.hexdigest() != manifest.content_digest:
+        if live.count != want_rows or live.hexdigest() != want_digest:
+            hint = (f" (did it hold snapshot {manifest.parent_id} before?)" if opts.only_increment else "")
             raise VerificationFailed(
                 f"restored table {db}.{table} has {live.count} rows with digest {live.hexdigest()[:16]}..., "
-                f"the manifest says {manifest.rows} rows, {manifest.content_digest[:16]}..."
+                f"snapshot {manifest.id} says {want_rows} rows, {want_digest[:16]}...{hint}"
             )
         digest, verification = live.hexdigest(), "table"
     elif opts.verify:
@@ -354,9 +467,13 @@ def restore_mysql(
         "snapshot_id": manifest.id,
         "target": target,
         "mode": opts.mode,
+        "only_increment": opts.only_increment,
+        "chain": [link.manifest.id for link in chain],
         "rows": rows,
-        "bytes": manifest.bytes,
-        "parts": len(manifest.parts),
+        "deleted": deleted,
+        "table_rows": want_rows,
+        "bytes": sum(link.manifest.bytes for link in chain),
+        "parts": n_parts,
         "digest": digest,
         "verification": verification,
         "duration_s": round(time.monotonic() - started, 3),

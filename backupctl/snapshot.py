@@ -13,11 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from backupctl.aws import AwsContext, validate_region
 from backupctl.engines import TaskContext, get_engine
-from backupctl.errors import InvalidInput, NotFound
+from backupctl.errors import Conflict, InvalidInput, NotFound
 from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, combine_hex
 from backupctl.model import Manifest, PartResult, TaskSpec, isoformat, new_snapshot_id, source_key, utcnow
 from backupctl.mysql_conn import MySQLSettings, settings_from_uri
@@ -44,6 +45,8 @@ class ExportPlan:
     mode: str = "full"
     parent_id: str | None = None
     window: dict[str, Any] | None = None
+    # (repository, snapshot prefix, task results in task order) -> extra top-level manifest fields
+    finish: Callable[[Repository, str, list[dict[str, Any]]], dict[str, Any]] | None = None
 
 
 @dataclass
@@ -53,6 +56,7 @@ class SnapshotResult:
     duration_s: float
     resumed: bool
     tasks_skipped: int
+    extra: dict[str, Any] = field(default_factory=dict)  # source-specific fields of to_json()
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
@@ -69,6 +73,7 @@ class SnapshotResult:
             "resumed": self.resumed,
             "tasks_skipped": self.tasks_skipped,
             "engine": m.engine,
+            **self.extra,
         }
 
 
@@ -160,6 +165,7 @@ def run_export(
     orphans = [k for k in repo.store.list_keys(prefix + "data/") if k not in listed]
     if orphans:
         repo.store.delete(orphans)
+    extra = plan.finish(repo, prefix, [results[s["task_id"]] for s in tasks]) if plan.finish else {}
     manifest = Manifest(
         id=snapshot_id,
         source=plan.source,
@@ -175,7 +181,7 @@ def run_export(
         window=plan.window,
         read=plan.read,
     )
-    repo.store.put_json(prefix + "manifest.json", manifest.to_dict())
+    repo.store.put_json(prefix + "manifest.json", {**manifest.to_dict(), **extra})
     # After the commit point: tidy the run state (a crash here leaves a valid snapshot).
     repo.store.delete([_checkpoint_key(prefix, s["task_id"]) for s in tasks] + [pending_key])
     return SnapshotResult(manifest, str(repo.uri), time.monotonic() - started, pending is not None, skipped)
@@ -283,6 +289,8 @@ def snapshot_dynamodb(
 
 # -- MySQL -------------------------------------------------------------------------
 
+MYSQL_MODES = ("full", "incremental")
+
 
 @dataclass
 class MySQLSnapshotOptions:
@@ -298,6 +306,13 @@ class MySQLSnapshotOptions:
     engine: str = "local"
     resume: bool = True
     part_max_bytes: int = mysql_source.PART_MAX_BYTES
+    mode: str = "full"
+    watermark_column: str | None = None
+    detect_deletes: bool = False
+    safety_lag_s: float = mysql_source.DEFAULT_SAFETY_LAG_S
+    # Library only (tests, aligned windows): end the window here instead of at server clock - safety lag.
+    # It must not be later than that.
+    window_to: datetime | None = None
 
 
 def check_mysql_options(opts: MySQLSnapshotOptions) -> MySQLSettings:
@@ -315,6 +330,15 @@ def check_mysql_options(opts: MySQLSnapshotOptions) -> MySQLSettings:
         raise InvalidInput(f"--consistency must be one of {', '.join(mysql_source.CONSISTENCY)}")
     if opts.workers < 1:
         raise InvalidInput("--workers must be at least 1")
+    if opts.mode not in MYSQL_MODES:
+        raise InvalidInput(f"--mode must be one of {', '.join(MYSQL_MODES)}")
+    if opts.mode == "incremental":
+        if not opts.watermark_column:
+            raise InvalidInput("--mode incremental needs --watermark-column COLUMN")
+        if not 0 <= opts.safety_lag_s <= 86_400:
+            raise InvalidInput("--safety-lag must be between 0 and 86400 seconds")
+    elif opts.watermark_column is not None or opts.detect_deletes:
+        raise InvalidInput("--watermark-column and --detect-deletes apply to --mode incremental")
     return settings
 
 
@@ -324,31 +348,38 @@ def snapshot_mysql(
     progress_factory: Callable[[str, int | None], Any] | None = None,
     on_event: Callable[[str], None] | None = None,
 ) -> SnapshotResult:
-    """Snapshot one MySQL table (full) into a repository in the target region as Parquet parts.
+    """Snapshot one MySQL table (full or incremental) into a repository in the target region as Parquet parts.
 
-    Validates the URI, regions, credentials, the connection and the table
-    before writing anything to the repository.
+    Validates the URI, regions, credentials, the connection, the table and (for
+    an incremental) the watermark column and the parent before writing
+    anything to the repository.
     """
     settings = check_mysql_options(opts)
     aws.check_credentials()
+    if opts.mode == "incremental":
+        return _snapshot_mysql_incremental(aws, opts, settings, progress_factory, on_event)
     say = on_event or (lambda _m: None)
     conn = settings.connect()
     try:
         info = mysql_source.describe_table(conn, settings.database, opts.table)
         repo = Repository.open(aws, opts.target_region, opts.repo_uri, create=True)
         bounds = mysql_source.chunk_bounds(conn, info, opts.chunk_rows)
+        now = mysql_source.server_now(conn)
     finally:
         conn.close()
     chunks = len(bounds) + 1
-    if not mysql_source.chunkable(info):
+    if not info.primary_key:
+        say(f"warning: table {opts.table} has no primary key: only full snapshots are possible "
+            "(incrementals need a primary key), and it is read as one chunk")
+    elif not mysql_source.chunkable(info):
         say(f"table {opts.table} has no primary key usable for ranges: reading it as one chunk")
+    has_keys = mysql_source.key_positions(info.stored, info.primary_key) is not None
     sk = source_key("mysql", opts.source_region, f"{settings.database}.{opts.table}")
     sessions = mysql_source.ReadSessions(settings, settings.database, opts.table, opts.consistency,
                                          min(opts.workers, chunks))
     plan = ExportPlan(
         kind="mysql",
-        source={"kind": "mysql", "region": opts.source_region, "host": settings.host, "port": settings.port,
-                "database": settings.database, "table": opts.table},
+        source=_mysql_source(opts, settings),
         source_key=sk,
         schema=mysql_source.table_schema(info),
         build_tasks=lambda prefix: mysql_source.plan_export(
@@ -360,7 +391,9 @@ def snapshot_mysql(
                      "bounds_sha256": mysql_source.bounds_fingerprint(bounds), "consistency": opts.consistency},
         estimate_rows=info.rows_estimate or None,
         read={"chunks": chunks, "chunk_rows": opts.chunk_rows, "consistency": opts.consistency,
-              "primary_key": info.primary_key, "server_version": info.server_version},
+              "primary_key": info.primary_key, "server_version": info.server_version,
+              "server_now": mysql_source.datetime_text(now)},
+        finish=_mysql_finish(info.primary_key if has_keys else None, incremental=False),
     )
     say(
         f"snapshot {settings.database}.{opts.table} ({opts.source_region}) -> {repo.uri} ({opts.target_region}): "
@@ -368,16 +401,177 @@ def snapshot_mysql(
     )
     sessions.open()
     try:
-        if progress_factory is None:
-            result = run_export(repo, plan, engine_name=opts.engine, workers=opts.workers, resume=opts.resume,
-                                on_event=on_event)
-        else:
-            with progress_factory(f"snapshot {opts.table}", plan.estimate_rows) as progress:
-                result = run_export(repo, plan, engine_name=opts.engine, workers=opts.workers,
-                                    resume=opts.resume, progress=progress, on_event=on_event)
+        result = _run_mysql(repo, plan, opts, progress_factory, on_event)
     finally:
         sessions.close()
     if result.resumed and opts.consistency == "snapshot" and result.tasks_skipped:
         say("note: this run resumed an interrupted one; chunks read before the interruption come from "
             "an earlier read view (use --no-resume for a single consistent view)")
     return result
+
+
+def _mysql_source(opts: MySQLSnapshotOptions, settings: MySQLSettings) -> dict[str, Any]:
+    return {"kind": "mysql", "region": opts.source_region, "host": settings.host, "port": settings.port,
+            "database": settings.database, "table": opts.table}
+
+
+def _run_mysql(repo: Repository, plan: ExportPlan, opts: MySQLSnapshotOptions,
+               progress_factory: Callable[[str, int | None], Any] | None,
+               on_event: Callable[[str], None] | None) -> SnapshotResult:
+    if progress_factory is None:
+        result = run_export(repo, plan, engine_name=opts.engine, workers=opts.workers, resume=opts.resume,
+                            on_event=on_event)
+    else:
+        with progress_factory(f"snapshot {opts.table}", plan.estimate_rows) as progress:
+            result = run_export(repo, plan, engine_name=opts.engine, workers=opts.workers,
+                                resume=opts.resume, progress=progress, on_event=on_event)
+    doc = repo.store.get_json(repo.snapshot_prefix(plan.source_key, result.manifest.id) + "manifest.json")
+    td = doc.get("table_digest") or {}
+    result.extra = {
+        "parent_id": result.manifest.parent_id,
+        "window": result.manifest.window,
+        "deleted": int((doc.get("tombstones") or {}).get("rows", 0)),
+        "table_rows": td.get("rows"),
+        "table_digest": td.get("value"),
+    }
+    return result
+
+
+def _mysql_finish(primary_key: list[str] | None, incremental: bool,
+                  ) -> Callable[[Repository, str, list[dict[str, Any]]], dict[str, Any]]:
+    """The MySQL manifest fields beyond DynamoDB's: key set, tombstones, table digest (REPOSITORY_FORMAT.md)."""
+
+    def finish(repo: Repository, prefix: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+        keys = [p for r in results for p in r.get("keys", [])]
+        tombs = [p for r in results for p in r.get("tombstones", [])]
+        for folder, listed in (("keys/", keys), ("tombstones/", tombs)):
+            names = {prefix + p["key"] for p in listed}
+            orphans = [k for k in repo.store.list_keys(prefix + folder) if k not in names]
+            if orphans:
+                repo.store.delete(orphans)
+        extra: dict[str, Any] = {}
+        # A run resumed from checkpoints of an older backupctl has no key parts for some chunks: no key set then.
+        if primary_key is not None and all("keys" in r for r in results):
+            extra["key_set"] = {"primary_key": primary_key, "parts": keys, "rows": sum(int(p["rows"]) for p in keys)}
+        if incremental:
+            (r,) = results
+            extra["tombstones"] = {"parts": tombs, "rows": sum(int(p["rows"]) for p in tombs)}
+            rows, digest = int(r["table_rows"]), str(r["table_digest"])
+        else:
+            rows, digest = sum(int(r["rows"]) for r in results), combine_hex(r["digest"] for r in results)
+        extra["table_digest"] = {"algorithm": DIGEST_ALGORITHM, "rows": rows, "value": digest}
+        return extra
+
+    return finish
+
+
+def find_parent(repo: Repository, sk: str) -> tuple[str, dict[str, Any]] | None:
+    """(prefix, raw manifest) of the newest committed snapshot of source ``sk``, full or incremental."""
+    newest = None
+    for m in repo.list_snapshots(sk):
+        if newest is None or (m.created_at, m.id) > (newest.created_at, newest.id):
+            newest = m
+    if newest is None:
+        return None
+    prefix = repo.snapshot_prefix(sk, newest.id)
+    return prefix, dict(repo.store.get_json(prefix + "manifest.json"))
+
+
+def _same_table(parent_schema: dict[str, Any], info: mysql_source.TableInfo) -> bool:
+    now = mysql_source.table_schema(info)
+    shape = ("name", "column_type", "nullable", "generated", "collation", "kind")
+    return (parent_schema.get("primary_key") == now["primary_key"]
+            and [{k: c.get(k) for k in shape} for c in parent_schema.get("columns", [])]
+            == [{k: c.get(k) for k in shape} for c in now["columns"]])
+
+
+def _snapshot_mysql_incremental(
+    aws: AwsContext,
+    opts: MySQLSnapshotOptions,
+    settings: MySQLSettings,
+    progress_factory: Callable[[str, int | None], Any] | None,
+    on_event: Callable[[str], None] | None,
+) -> SnapshotResult:
+    say = on_event or (lambda _m: None)
+    column = str(opts.watermark_column)
+    where = f"mysql {settings.database}.{opts.table} ({opts.source_region})"
+    full_first = "take a full snapshot first (--mode full)"
+    conn = settings.connect()
+    try:
+        info = mysql_source.describe_table(conn, settings.database, opts.table)
+        wm = mysql_source.check_watermark(info, column)
+        if not info.primary_key:
+            raise InvalidInput(f"table {opts.table} has no primary key: incremental snapshots need one "
+                               "(rows are merged and deleted by key); take full snapshots of it instead")
+        if mysql_source.key_positions(info.stored, info.primary_key) is None:
+            raise InvalidInput(f"the primary key of {opts.table} includes a generated column: "
+                               "incremental snapshots are not supported for it; take full snapshots instead")
+        now = mysql_source.server_now(conn)
+        mysql_source.check_future_stamps(conn, info, column, wm["kind"], now)
+    finally:
+        conn.close()
+    sk = source_key("mysql", opts.source_region, f"{settings.database}.{opts.table}")
+    try:
+        repo = Repository.open(aws, opts.target_region, opts.repo_uri, create=False)
+    except NotFound as e:
+        raise NotFound(f"no snapshot of {where} to continue from (no repository): {full_first}") from e
+    found = find_parent(repo, sk)
+    if found is None:
+        raise NotFound(f"no snapshot of {where} to continue from: {full_first}")
+    parent_prefix, parent = found
+    pid = str(parent["id"])
+    if not isinstance(parent.get("key_set"), dict):
+        raise NotFound(f"the newest snapshot {pid} of {where} has no key set (taken by an older backupctl): "
+                       f"{full_first}")
+    if not _same_table(repo.read_schema(parent_prefix), info):
+        raise Conflict(f"table {opts.table} has changed its columns or primary key since snapshot {pid}: "
+                       f"{full_first}")
+    lag = timedelta(seconds=opts.safety_lag_s)
+    pwin = parent.get("window") or None
+    if parent.get("mode") == "incremental" and pwin:
+        if pwin.get("column") != column:
+            raise InvalidInput(f"snapshot {pid} is an increment on --watermark-column '{pwin.get('column')}', "
+                               f"not '{column}': {full_first} to change the column")
+        lo = str(pwin["to"])
+    else:
+        started = (parent.get("read") or {}).get("server_now")
+        if not started:
+            raise NotFound(f"snapshot {pid} does not record its server time (taken by an older backupctl): "
+                           f"{full_first}")
+        # The full snapshot's read view may have missed transactions in flight: start one lag earlier.
+        lo = mysql_source.watermark_value(datetime.fromisoformat(started) - lag, wm["kind"])
+    end = now - lag
+    if opts.window_to is not None:
+        if opts.window_to > end:
+            raise InvalidInput("window end is later than the server clock minus the safety lag")
+        end = opts.window_to
+    hi = mysql_source.watermark_value(end, wm["kind"])
+    if mysql_source.watermark_param(hi, wm["kind"]) < mysql_source.watermark_param(lo, wm["kind"]):
+        say(f"the window of the parent {pid} ends after now minus the safety lag: this increment's window is empty")
+        hi = lo
+    window = {"column": column, "from": lo, "to": hi}
+    parent_keys = list(parent["key_set"].get("parts") or [])
+    plan = ExportPlan(
+        kind="mysql",
+        source=_mysql_source(opts, settings),
+        source_key=sk,
+        schema=mysql_source.table_schema(info),
+        build_tasks=lambda prefix: mysql_source.plan_increment(
+            aws=aws, settings=settings, info=info, repo=repo.uri, repo_region=repo.region, snapshot_prefix=prefix,
+            window=window, watermark_kind=wm["kind"], detect_deletes=opts.detect_deletes,
+            parent_prefix=parent_prefix, parent_keys=parent_keys, part_max_bytes=opts.part_max_bytes,
+        ),
+        task_fn=lambda spec, ctx: mysql_source.run_increment_task(spec, ctx, settings),
+        plan_params={"kind": "mysql", "mode": "incremental", "parent_id": pid, "window": window,
+                     "detect_deletes": opts.detect_deletes},
+        read={"consistency": "snapshot", "primary_key": info.primary_key, "server_version": info.server_version,
+              "server_now": mysql_source.datetime_text(now), "safety_lag_s": opts.safety_lag_s,
+              "detect_deletes": opts.detect_deletes, "watermark_kind": wm["kind"]},
+        mode="incremental",
+        parent_id=pid,
+        window=window,
+        finish=_mysql_finish(info.primary_key, incremental=True),
+    )
+    say(f"increment {settings.database}.{opts.table} ({opts.source_region}) -> {repo.uri} ({opts.target_region}): "
+        f"{column} in [{lo}, {hi}) after {pid}" + (", detecting deletes" if opts.detect_deletes else ""))
+    return _run_mysql(repo, plan, opts, progress_factory, on_event)

@@ -44,18 +44,25 @@ from backupctl.targets.mysql import MODES as MYSQL_MODES
 @click.option("--password-file", type=click.Path(dir_okay=False), help="MySQL: file holding the password "
               "(else MYSQL_PWD, else ~/.my.cnf [client] password).")
 @click.option("--no-verify", is_flag=True, help="MySQL: do not read the restored table back to compare digests.")
+@click.option("--only-increment", is_flag=True,
+              help="MySQL: apply just this incremental snapshot onto a table that already holds its parent "
+                   "(no create or truncate); without it an increment restores its whole chain.")
 @json_option
 @pass_app
 def restore(
     app: App, snapshot_id: str, table: str | None, region: str, repo: str | None, mode: str, write_percent: float,
     max_wcu: float | None, workers: int, engine: str, dry_run: bool, yes: bool, to_uri: str | None,
-    mysql_table: str | None, password_file: str | None, no_verify: bool, as_json: bool,
+    mysql_table: str | None, password_file: str | None, no_verify: bool, only_increment: bool, as_json: bool,
 ) -> None:
     """Restore snapshot SNAPSHOT_ID into DynamoDB table --to-table in --region
     (or, with --to mysql://..., into a MySQL table).
 
     Every part's checksum is checked before it is loaded, and the items and
     content digest written are compared with the manifest afterwards.
+
+    A MySQL incremental snapshot restores its whole chain: the full snapshot,
+    then every increment up to it in order (deleted keys removed, changed rows
+    upserted by primary key); --only-increment applies just that increment.
 
     \b
     Examples:
@@ -71,11 +78,11 @@ def restore(
 
     if to_uri is not None:
         _restore_mysql(app, console, confirm, snapshot_id, to_uri, region, repo, mode, mysql_table, table,
-                       password_file, workers, engine, dry_run, yes, no_verify, as_json)
+                       password_file, workers, engine, dry_run, yes, no_verify, as_json, only_increment)
         return
-    if mysql_table is not None or password_file is not None or no_verify:
-        raise InvalidInput("--table, --password-file and --no-verify apply to MySQL targets (--to mysql://...); "
-                           "use --to-table for DynamoDB")
+    if mysql_table is not None or password_file is not None or no_verify or only_increment:
+        raise InvalidInput("--table, --password-file, --no-verify and --only-increment apply to MySQL targets "
+                           "(--to mysql://...); use --to-table for DynamoDB")
     opts = DynamoRestoreOptions(
         snapshot_id=snapshot_id, table=table or "", region=region, repo_uri=repo, mode=mode,
         write_percent=write_percent, max_wcu=max_wcu, workers=workers, engine=engine, dry_run=dry_run, yes=yes,
@@ -120,7 +127,7 @@ def restore(
 def _restore_mysql(
     app: App, console: Console, confirm: Callable[[str], bool], snapshot_id: str, to_uri: str, region: str,
     repo: str | None, mode: str, table: str | None, to_table: str | None, password_file: str | None,
-    workers: int, engine: str, dry_run: bool, yes: bool, no_verify: bool, as_json: bool,
+    workers: int, engine: str, dry_run: bool, yes: bool, no_verify: bool, as_json: bool, only_increment: bool = False,
 ) -> None:
     if not is_mysql_uri(to_uri):
         raise InvalidInput(f"invalid --to '{to_uri.split('@')[-1]}': expected mysql://USER@HOST[:PORT]/DB")
@@ -129,7 +136,7 @@ def _restore_mysql(
     opts = MySQLRestoreOptions(
         snapshot_id=snapshot_id, target_uri=to_uri, region=region, table=table, repo_uri=repo, mode=mode,
         password_file=password_file, workers=workers, engine=engine, dry_run=dry_run, yes=yes,
-        verify=not no_verify,
+        verify=not no_verify, only_increment=only_increment,
     )
     result = restore_mysql(app.aws, opts, confirm=confirm, progress_factory=console.progress, on_event=console.info)
     t = result["target"]
@@ -142,8 +149,10 @@ def _restore_mysql(
                 ("target", where),
                 ("mode", mode),
                 ("table exists", "yes" if result["table_exists"] else "no"),
+                ("chain", " -> ".join(c["snapshot_id"] for c in result["chain"])),
                 ("parts", len(result["parts"])),
                 ("rows", f"{result['rows']:,}"),
+                ("deleted keys", f"{result['deleted']:,}"),
                 ("size", human_bytes(result["bytes"])),
                 ("steps", "; ".join(result["actions"])),
             ],
@@ -155,7 +164,10 @@ def _restore_mysql(
             [
                 ("snapshot", result["snapshot_id"]),
                 ("target", where),
+                ("chain", " -> ".join(result["chain"])),
                 ("rows", f"{result['rows']:,}"),
+                ("deleted", f"{result['deleted']:,}"),
+                ("table rows", f"{result['table_rows']:,}"),
                 ("digest", result["digest"]),
                 ("verification", result["verification"]),
                 ("duration", f"{result['duration_s']:.1f}s ({rate:,.0f} rows/s)"),

@@ -65,6 +65,9 @@ def show(app: App, snapshot_id: str, repo: str | None, region: str | None, as_js
     prefix, m = r.find_snapshot(snapshot_id)
     if as_json:
         doc = m.to_dict()
+        if m.source.get("kind") == "mysql":  # MySQL fields the shared manifest model does not carry
+            raw = r.store.get_json(prefix + "manifest.json")
+            doc.update({k: raw[k] for k in ("key_set", "tombstones", "table_digest") if k in raw})
         doc["location"] = r.store.url(prefix)
         console.emit_json(doc)
         return
@@ -75,6 +78,11 @@ def show(app: App, snapshot_id: str, repo: str | None, region: str | None, as_js
             ("location", r.store.url(prefix)),
             ("source", f"{m.source.get('kind')} {m.source.get('table')} ({m.source.get('region')})"),
             ("mode", m.mode),
+        ]
+        + ([("parent", m.parent_id or ""),
+            ("window", f"{m.window.get('column')} in [{m.window.get('from')}, {m.window.get('to')})")]
+           if m.mode == "incremental" and isinstance(m.window, dict) else [])
+        + [
             ("created", m.created_at),
             ("completed", m.completed_at),
             ("items", f"{s['rows']:,}"),

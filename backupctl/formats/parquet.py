@@ -292,15 +292,22 @@ class ParquetPartWriter:
         self.rows = 0
         self.raw_bytes = 0
         self.digest = Digest()
+        self.last_hash = 0
 
-    def add(self, row: tuple[Any, ...]) -> int:
-        """Add one normal row; returns its estimated raw size."""
+    def add(self, row: tuple[Any, ...], digest_hash: int | None = None) -> int:
+        """Add one normal row; returns its estimated raw size.
+
+        The part's digest sums each row's ``row_hash`` (kept in ``last_hash``),
+        or ``digest_hash`` when given (key-set parts sum the hashes they store).
+        """
         size = sum(_value_size(v) for v in row)
         self.buf.append(row)
         self.buf_bytes += size
         self.rows += 1
         self.raw_bytes += size
-        self.digest.add_hash(row_hash(self.names, self.kinds, row))
+        h = row_hash(self.names, self.kinds, row) if digest_hash is None else digest_hash
+        self.last_hash = h
+        self.digest.add_hash(h)
         if len(self.buf) >= self.row_group_rows or self.buf_bytes >= ROW_GROUP_BYTES:
             self._flush()
         return size

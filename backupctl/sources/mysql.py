@@ -24,9 +24,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import pickle
 import queue
+import re
+import sqlite3
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -38,7 +43,7 @@ import pymysql.cursors
 
 from backupctl.aws import AwsContext
 from backupctl.engines.local import TaskContext
-from backupctl.errors import BackupctlError, DataPathError, Interrupted, InvalidInput, NotFound
+from backupctl.errors import BackupctlError, DataPathError, FormatError, Interrupted, InvalidInput, NotFound
 from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, Digest
 from backupctl.formats.parquet import (
     CHUNKABLE_KINDS,
@@ -46,15 +51,17 @@ from backupctl.formats.parquet import (
     ROW_GROUP_ROWS,
     ParquetPartWriter,
     arrow_type,
+    canonical,
     column_kind,
+    iter_part_rows,
     normalize_row,
     row_hash,
     select_expr,
     time_literal,
 )
-from backupctl.model import PartResult, TaskSpec, part_key
+from backupctl.model import PartResult, TaskSpec
 from backupctl.mysql_conn import MySQLSettings, quote_ident, run_sql, translate
-from backupctl.repository import RepoURI
+from backupctl.repository import RepoURI, S3Store
 from backupctl.retry import RetryPolicy, is_retryable, policy_from_env
 from backupctl.sources.dynamodb import task_store
 
@@ -412,15 +419,65 @@ def _relative(p: PartResult, prefix: str) -> PartResult:
     return PartResult(key=p.key[len(prefix):], rows=p.rows, bytes=p.bytes, sha256=p.sha256, digest=p.digest)
 
 
-def _export_chunk(spec: TaskSpec, ctx: TaskContext, conn: pymysql.connections.Connection) -> list[PartResult]:
+class RollingPartWriter:
+    """Parts ``<folder>/part-IIIII-CCCC.parquet`` of one task, a new one every ``max_bytes`` raw bytes."""
+
+    def __init__(self, store: S3Store, prefix: str, folder: str, index: int, columns: list[dict[str, Any]],
+                 max_bytes: int, row_group_rows: int = ROW_GROUP_ROWS) -> None:
+        self.store, self.prefix, self.folder, self.index = store, prefix, folder, index
+        self.columns, self.max_bytes, self.row_group_rows = columns, max_bytes, row_group_rows
+        self.writer: ParquetPartWriter | None = None
+        self.chunk = 0
+        self.parts: list[PartResult] = []
+        self.last_hash = 0
+
+    def add(self, row: tuple[Any, ...], digest_hash: int | None = None) -> int:
+        if self.writer is None:
+            key = self.prefix + f"{self.folder}/part-{self.index:05d}-{self.chunk:04d}.parquet"
+            self.writer = ParquetPartWriter(self.store, key, self.columns, self.row_group_rows)
+        n = self.writer.add(row, digest_hash)
+        self.last_hash = self.writer.last_hash
+        if self.writer.raw_bytes >= self.max_bytes:
+            self._cut()
+        return n
+
+    def _cut(self) -> None:
+        assert self.writer is not None
+        self.parts.append(_relative(self.writer.finish(), self.prefix))
+        self.writer = None
+        self.chunk += 1
+
+    def finish(self) -> list[PartResult]:
+        if self.writer is not None:
+            self._cut()
+        return self.parts
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+
+def key_positions(columns: list[dict[str, Any]], pk: list[str]) -> list[int] | None:
+    """Where the primary-key columns sit among the stored columns (None: no usable key set)."""
+    names = [c["name"] for c in columns]
+    if not pk or any(k not in names for k in pk):
+        return None
+    return [names.index(k) for k in pk]
+
+
+def _export_chunk(spec: TaskSpec, ctx: TaskContext,
+                  conn: pymysql.connections.Connection) -> tuple[list[PartResult], list[PartResult]]:
     store = task_store(spec)
     prefix, index = spec["snapshot_prefix"], int(spec["index"])
     columns = spec["columns"]
     kinds = [c["kind"] for c in columns]
     sql, params = chunk_select(spec["database"], spec["table"], columns, spec["primary_key"], spec["lo"], spec["hi"])
-    parts: list[PartResult] = []
-    writer: ParquetPartWriter | None = None
-    chunk = 0
+    max_bytes, rg = int(spec["part_max_bytes"]), int(spec.get("row_group_rows") or ROW_GROUP_ROWS)
+    data = RollingPartWriter(store, prefix, "data", index, columns, max_bytes, rg)
+    pos = key_positions(columns, spec["primary_key"]) if spec.get("key_set", True) else None
+    keys = (RollingPartWriter(store, prefix, "keys", index, key_part_columns([columns[i] for i in pos]),
+                              max_bytes, rg) if pos is not None else None)
     cur = conn.cursor(pymysql.cursors.SSCursor)
     try:
         cur.execute(sql, tuple(params))
@@ -432,28 +489,34 @@ def _export_chunk(spec: TaskSpec, ctx: TaskContext, conn: pymysql.connections.Co
                 break
             nbytes = 0
             for row in rows:
-                if writer is None:
-                    writer = ParquetPartWriter(store, prefix + part_key(index, chunk, "parquet"), columns,
-                                               int(spec.get("row_group_rows") or ROW_GROUP_ROWS))
-                nbytes += writer.add(normalize_row(row, kinds))
-                if writer.raw_bytes >= int(spec["part_max_bytes"]):
-                    parts.append(_relative(writer.finish(), prefix))
-                    writer = None
-                    chunk += 1
+                norm = normalize_row(row, kinds)
+                nbytes += data.add(norm)
+                if keys is not None and pos is not None:
+                    h = data.last_hash
+                    keys.add((*(norm[i] for i in pos), h.to_bytes(32, "big")), digest_hash=h)
             ctx.advance(len(rows), nbytes)
-        if writer is not None:
-            parts.append(_relative(writer.finish(), prefix))
-            writer = None
+        parts = data.finish()
+        key_parts = keys.finish() if keys is not None else []
     except pymysql.MySQLError as e:
         t = translate(e, f"reading {spec['database']}.{spec['table']} chunk {index}")
         if t is not e:
             raise t from e
         raise
     finally:
-        if writer is not None:
-            writer.abort()
+        data.abort()
+        if keys is not None:
+            keys.abort()
         cur.close()
-    return parts
+    return parts, key_parts
+
+
+def sweep_stale(store: S3Store, prefix: str, index: int, written: list[PartResult],
+                folders: tuple[str, ...] = ("data", "keys", "tombstones")) -> None:
+    """Delete parts of task ``index`` an earlier attempt left behind (more chunks than this one)."""
+    keep = {prefix + p.key for p in written}
+    stale = [k for f in folders for k in store.list_keys(prefix + f"{f}/part-{index:05d}-") if k not in keep]
+    if stale:
+        store.delete(stale)
 
 
 def run_export_task(spec: TaskSpec, ctx: TaskContext, sessions: ReadSessions | None = None) -> dict[str, Any]:
@@ -467,20 +530,20 @@ def run_export_task(spec: TaskSpec, ctx: TaskContext, sessions: ReadSessions | N
     store = task_store(spec)
     index = int(spec["index"])
 
-    def attempt() -> list[PartResult]:
+    def attempt() -> tuple[list[PartResult], list[PartResult]]:
         assert sessions is not None
         conn = sessions.acquire(ctx)
         broken = True
         try:
-            parts = _export_chunk(spec, ctx, conn)
+            out = _export_chunk(spec, ctx, conn)
             broken = False
-            return parts
+            return out
         finally:
             sessions.release(conn, broken)
 
     if sessions.consistent:
         try:
-            parts = attempt()
+            parts, key_parts = attempt()
         except BaseException as e:
             if is_retryable(e):
                 raise DataPathError(
@@ -489,18 +552,15 @@ def run_export_task(spec: TaskSpec, ctx: TaskContext, sessions: ReadSessions | N
                 ) from e
             raise
     else:
-        parts = store.policy.call(attempt, f"reading chunk {index} of {spec['database']}.{spec['table']}")
-    prefix = spec["snapshot_prefix"]
-    written = {prefix + p.key for p in parts}
-    stale = [k for k in store.list_keys(prefix + f"data/part-{index:05d}-") if k not in written]
-    if stale:
-        store.delete(stale)
+        parts, key_parts = store.policy.call(attempt, f"reading chunk {index} of {spec['database']}.{spec['table']}")
+    sweep_stale(store, spec["snapshot_prefix"], index, parts + key_parts, ("data", "keys"))
     total = Digest()
     for p in parts:
         total.merge(Digest.from_hex(p.digest, p.rows))
     return {
         "task_id": spec["task_id"],
         "parts": [p.to_dict() for p in parts],
+        "keys": [p.to_dict() for p in key_parts],
         "rows": total.count,
         "bytes": sum(p.bytes for p in parts),
         "digest": total.hexdigest(),
@@ -535,3 +595,350 @@ def table_digest(settings: MySQLSettings, database: str, table: str, columns: li
     finally:
         conn.close()
     return d
+
+
+# -- key sets, watermarks and increments (docs/adr/0005-mysql-incrementals.md) ----------
+
+KEY_HASH_COLUMN = "__backupctl_row_sha256"
+DEFAULT_SAFETY_LAG_S = 5.0
+# Watermark kinds: a date-time, or a number holding Unix epoch seconds.
+WATERMARK_KINDS = ("datetime", "timestamp", "int", "uint", "decimal", "float64")
+TEMPORAL_WATERMARKS = ("datetime", "timestamp")
+# Key kinds whose Python order (of the normal values) is the server's ORDER BY order:
+# key streams of these are merged directly; other keys (text with a collation,
+# floats) are first sorted on disk by their canonical bytes.
+ORDERED_KEY_KINDS = {"int", "uint", "decimal", "date", "datetime", "timestamp", "time", "year", "bit", "binary"}
+FUTURE_SLACK_S = 86_400
+_EPOCH = datetime(1970, 1, 1)
+
+
+_MYSQL_PART_RE = re.compile(r"^(keys|tombstones)/part-\d{5}-\d{4}\.parquet$")
+
+
+def check_mysql_part_key(part: dict[str, Any]) -> dict[str, Any]:
+    """A key-set or tombstone part entry of a manifest, whose key cannot point outside its folder."""
+    key = part.get("key") if isinstance(part, dict) else None
+    if not isinstance(key, str) or not _MYSQL_PART_RE.match(key):
+        raise FormatError(f"manifest names an invalid part key {key!r}")
+    return part
+
+
+def key_part_columns(pk_columns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Columns of a key-set part: the primary-key columns, then the row's SHA-256 (mysql-row-v1)."""
+    return [*pk_columns, {"name": KEY_HASH_COLUMN, "data_type": "binary", "column_type": "binary(32)",
+                          "nullable": False, "kind": "binary"}]
+
+
+def pk_columns(columns: list[dict[str, Any]], pk: list[str]) -> list[dict[str, Any]]:
+    by_name = {c["name"]: c for c in columns}
+    return [by_name[k] for k in pk]
+
+
+def check_watermark(info: TableInfo, column: str) -> dict[str, Any]:
+    """The watermark column's description; InvalidInput (exit 2) when it cannot be one."""
+    col = next((c for c in info.columns if c["name"] == column), None)
+    if col is None:
+        raise InvalidInput(f"--watermark-column '{column}' is not a column of {info.database}.{info.table}")
+    if col["kind"] not in WATERMARK_KINDS:
+        raise InvalidInput(
+            f"--watermark-column '{column}' is {col['column_type']}: it must be DATETIME or TIMESTAMP "
+            "(or a number of Unix epoch seconds: an integer, DECIMAL or DOUBLE)"
+        )
+    return col
+
+
+def server_now(conn: pymysql.connections.Connection) -> datetime:
+    """The server clock (UTC: every session runs with time_zone '+00:00'), to the microsecond."""
+    value = run_sql(conn, "SELECT NOW(6)", ())[0][0]
+    if not isinstance(value, datetime):  # pragma: no cover - NOW(6) is always a DATETIME
+        raise DataPathError(f"the server returned {value!r} for NOW(6)")
+    return value
+
+
+def datetime_text(dt: datetime) -> str:
+    return dt.isoformat(sep=" ", timespec="microseconds")
+
+
+def watermark_value(dt: datetime, kind: str) -> str:
+    """A point in time as a window bound of a watermark of ``kind`` (text, as in the manifest)."""
+    if kind in TEMPORAL_WATERMARKS:
+        return datetime_text(dt)
+    us = (dt - _EPOCH) // timedelta(microseconds=1)
+    return str(Decimal(us).scaleb(-6))
+
+
+def watermark_param(text: str, kind: str) -> Any:
+    """A manifest window bound as a SQL parameter."""
+    return text if kind in TEMPORAL_WATERMARKS else Decimal(text)
+
+
+def window_predicate(column: str, kind: str, lo: str, hi: str) -> tuple[str, list[Any]]:
+    """SQL for the half-open window ``lo <= column < hi``: a row on a boundary belongs to exactly one window."""
+    ident = quote_ident(column)
+    return f"({ident} >= %s AND {ident} < %s)", [watermark_param(lo, kind), watermark_param(hi, kind)]
+
+
+def window_select(database: str, table: str, columns: list[dict[str, Any]], pk: list[str], column: str,
+                  kind: str, lo: str, hi: str) -> tuple[str, list[Any]]:
+    """The SELECT of an increment: the rows stamped in ``[lo, hi)``, in primary-key order."""
+    exprs = ", ".join(select_expr(c, quote_ident(c["name"])) for c in columns)
+    where, params = window_predicate(column, kind, lo, hi)
+    order = ", ".join(quote_ident(c) for c in pk)
+    return f"SELECT {exprs} FROM {table_ref(database, table)} WHERE {where} ORDER BY {order}", params
+
+
+def key_scan_select(database: str, table: str, pk_cols: list[dict[str, Any]]) -> str:
+    """An index-only walk of the primary key, in key order."""
+    cols = ", ".join(select_expr(c, quote_ident(c["name"])) for c in pk_cols)
+    order = ", ".join(quote_ident(c["name"]) for c in pk_cols)
+    return f"SELECT {cols} FROM {table_ref(database, table)} FORCE INDEX (PRIMARY) ORDER BY {order}"
+
+
+def check_future_stamps(conn: pymysql.connections.Connection, info: TableInfo, column: str, kind: str,
+                        now: datetime) -> None:
+    """Refuse a numeric watermark that is not epoch seconds (milliseconds look a million years ahead)."""
+    if kind in TEMPORAL_WATERMARKS:
+        return
+    limit = watermark_param(watermark_value(now + timedelta(seconds=FUTURE_SLACK_S), kind), kind)
+    rows = run_sql(conn, f"SELECT 1 FROM {table_ref(info.database, info.table)} WHERE {quote_ident(column)} > %s "
+                   "LIMIT 1", (limit,), f"checking {info.database}.{info.table}.{column}")
+    if rows:
+        raise InvalidInput(
+            f"--watermark-column '{column}' holds values more than a day ahead of the server clock as Unix "
+            "epoch seconds (milliseconds?): a numeric watermark must be epoch seconds"
+        )
+
+
+class Spool:
+    """An append-only sequence of picklable items on a temporary file (bounded memory)."""
+
+    def __init__(self) -> None:
+        self.f = tempfile.TemporaryFile(prefix="backupctl-spool-")
+        self.n = 0
+
+    def add(self, item: Any) -> None:
+        pickle.dump(item, self.f, protocol=pickle.HIGHEST_PROTOCOL)
+        self.n += 1
+
+    def __iter__(self) -> Iterator[Any]:
+        self.f.seek(0)
+        for _ in range(self.n):
+            yield pickle.load(self.f)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+KeyEntry = tuple[Any, tuple[Any, ...], Any]  # (sort key, key values, payload)
+
+
+def key_bytes(key: tuple[Any, ...], kinds: list[str]) -> bytes:
+    """A key's canonical bytes: equal exactly when the values are equal."""
+    return orjson.dumps([canonical(v, k) for v, k in zip(key, kinds, strict=True)])
+
+
+def ordered_stream(pairs: Iterator[tuple[tuple[Any, ...], Any]], kinds: list[str]) -> Iterator[KeyEntry]:
+    """(sort key, key, payload) in one total order shared by every stream of these key kinds.
+
+    Streams of ``ORDERED_KEY_KINDS`` keys arrive in server ORDER BY order, which
+    is Python's order of the values: they pass through. Others are sorted by
+    their canonical bytes in a temporary SQLite file (disk, not memory).
+    """
+    if all(k in ORDERED_KEY_KINDS for k in kinds):
+        for key, payload in pairs:
+            yield key, key, payload
+        return
+    with tempfile.TemporaryDirectory(prefix="backupctl-keys-") as d:
+        db = sqlite3.connect(os.path.join(d, "keys.db"))
+        try:
+            db.execute("PRAGMA journal_mode = OFF")
+            db.execute("PRAGMA synchronous = OFF")
+            db.execute("CREATE TABLE k (b BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID")
+            batch: list[tuple[bytes, bytes]] = []
+            for key, payload in pairs:
+                batch.append((key_bytes(key, kinds), pickle.dumps((key, payload))))
+                if len(batch) >= 10_000:
+                    db.executemany("INSERT OR REPLACE INTO k VALUES (?, ?)", batch)
+                    batch = []
+            db.executemany("INSERT OR REPLACE INTO k VALUES (?, ?)", batch)
+            for b, v in db.execute("SELECT b, v FROM k ORDER BY b"):
+                key, payload = pickle.loads(v)
+                yield b, key, payload
+        finally:
+            db.close()
+
+
+def merge_key_sets(parent: Iterator[KeyEntry], changed: Iterator[KeyEntry], current: Iterator[KeyEntry] | None,
+                   ) -> Iterator[tuple[str, tuple[Any, ...], int | None]]:
+    """Walk three sorted streams once: ("keep", key, hash) for the new key set, ("delete", key, None) for tombstones.
+
+    ``parent``: the parent's key set (key, row hash); ``changed``: the rows of
+    the window (key, new row hash); ``current``: the table's keys now, or None
+    when deletes are not detected. A changed row replaces its parent entry; a
+    parent key absent from ``current`` is a tombstone; a key only in
+    ``current`` (stamped after the window) is neither.
+    """
+    p, c = next(parent, None), next(changed, None)
+    k = next(current, None) if current is not None else None
+    while p is not None or c is not None:
+        m = min(x[0] for x in (p, c) if x is not None)
+        while current is not None and k is not None and k[0] < m:
+            k = next(current, None)
+        present = current is None or (k is not None and k[0] == m)
+        if c is not None and c[0] == m:
+            yield "keep", c[1], c[2]
+            c = next(changed, None)
+            if p is not None and p[0] == m:
+                p = next(parent, None)
+        else:
+            assert p is not None
+            if present:
+                yield "keep", p[1], p[2]
+            else:
+                yield "delete", p[1], None
+            p = next(parent, None)
+
+
+def iter_key_parts(store: S3Store, prefix: str, parts: list[dict[str, Any]], columns: list[dict[str, Any]],
+                   ) -> Iterator[tuple[tuple[Any, ...], int]]:
+    """(key, row hash) of a stored key set, part by part, each checked against its sha256 and count."""
+    for part in parts:
+        with tempfile.TemporaryFile(prefix="backupctl-keys-") as tmp:
+            sha = store.download_to(prefix + part["key"], tmp)
+            if sha != part["sha256"]:
+                raise FormatError(f"key-set part {prefix}{part['key']} is corrupt: sha256 differs from its manifest")
+            n = 0
+            for rows in iter_part_rows(tmp, columns, what=f"key-set part {part['key']}"):
+                for row in rows:
+                    n += 1
+                    yield tuple(row[:-1]), int.from_bytes(row[-1], "big")
+            if n != int(part["rows"]):
+                raise FormatError(f"key-set part {prefix}{part['key']} holds {n} keys, its manifest says {part['rows']}")
+
+
+def _stream_select(conn: pymysql.connections.Connection, sql: str, params: list[Any], kinds: list[str],
+                   ctx: TaskContext) -> Iterator[tuple[Any, ...]]:
+    cur = conn.cursor(pymysql.cursors.SSCursor)
+    try:
+        cur.execute(sql, tuple(params))
+        while rows := cur.fetchmany(FETCH_ROWS):
+            if ctx.stopped:
+                raise Interrupted("stopped")
+            for row in rows:
+                yield normalize_row(row, kinds)
+    finally:
+        cur.close()
+
+
+def plan_increment(*, aws: AwsContext, settings: MySQLSettings, info: TableInfo, repo: RepoURI, repo_region: str,
+                   snapshot_prefix: str, window: dict[str, Any], watermark_kind: str, detect_deletes: bool,
+                   parent_prefix: str, parent_keys: list[dict[str, Any]],
+                   part_max_bytes: int = PART_MAX_BYTES, row_group_rows: int = ROW_GROUP_ROWS,
+                   policy: RetryPolicy | None = None) -> list[TaskSpec]:
+    """One task: the window's rows, the new key set, the tombstones - all from one read view."""
+    return [{
+        "kind": "mysql.increment",
+        "task_id": "increment",
+        "index": 0,
+        "mysql": settings.to_dict(),
+        "database": info.database,
+        "table": info.table,
+        "columns": info.stored,
+        "primary_key": info.primary_key,
+        "window": window,
+        "watermark_kind": watermark_kind,
+        "detect_deletes": detect_deletes,
+        "parent_prefix": parent_prefix,
+        "parent_keys": parent_keys,
+        "aws": aws.to_dict(),
+        "repo": {"bucket": repo.bucket, "prefix": repo.prefix, "region": repo_region},
+        "snapshot_prefix": snapshot_prefix,
+        "part_max_bytes": part_max_bytes,
+        "row_group_rows": row_group_rows,
+        "retry": (policy or policy_from_env()).to_dict(),
+    }]
+
+
+def _increment(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings) -> dict[str, Any]:
+    store = task_store(spec)
+    prefix = spec["snapshot_prefix"]
+    columns, pk = spec["columns"], spec["primary_key"]
+    kinds = [c["kind"] for c in columns]
+    pos = key_positions(columns, pk)
+    assert pos is not None
+    kcols = pk_columns(columns, pk)
+    kkinds = [c["kind"] for c in kcols]
+    max_bytes, rg = int(spec["part_max_bytes"]), int(spec.get("row_group_rows") or ROW_GROUP_ROWS)
+    w = spec["window"]
+    data = RollingPartWriter(store, prefix, "data", 0, columns, max_bytes, rg)
+    keys = RollingPartWriter(store, prefix, "keys", 0, key_part_columns(kcols), max_bytes, rg)
+    tombs = RollingPartWriter(store, prefix, "tombstones", 0, kcols, max_bytes, rg)
+    changed = Spool()
+    conn = settings.connect()
+    try:
+        run_sql(conn, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ", ())
+        run_sql(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY", (), "starting a consistent snapshot")
+        sql, params = window_select(spec["database"], spec["table"], columns, pk, w["column"], spec["watermark_kind"],
+                                    w["from"], w["to"])
+        rows, nbytes = 0, 0
+        for row in _stream_select(conn, sql, params, kinds, ctx):
+            nbytes += data.add(row)
+            changed.add((tuple(row[i] for i in pos), data.last_hash))
+            rows += 1
+            if rows % FETCH_ROWS == 0:
+                ctx.advance(FETCH_ROWS, nbytes)
+                nbytes = 0
+        ctx.advance(rows % FETCH_ROWS, nbytes)
+        parts = data.finish()
+        parent = ordered_stream(iter_key_parts(store, spec["parent_prefix"], spec["parent_keys"],
+                                               key_part_columns(kcols)), kkinds)
+        current = (ordered_stream(((k, None) for k in _stream_select(
+            conn, key_scan_select(spec["database"], spec["table"], kcols), [], kkinds, ctx)), kkinds)
+            if spec["detect_deletes"] else None)
+        table = Digest()
+        for action, key, h in merge_key_sets(parent, ordered_stream(iter(changed), kkinds), current):
+            if action == "keep":
+                assert h is not None
+                keys.add((*key, h.to_bytes(32, "big")), digest_hash=h)
+                table.add_hash(h)
+            else:
+                tombs.add(key)
+        key_parts, tomb_parts = keys.finish(), tombs.finish()
+        run_sql(conn, "COMMIT", ())
+    except pymysql.MySQLError as e:
+        t = translate(e, f"reading the increment of {spec['database']}.{spec['table']}")
+        if t is not e:
+            raise t from e
+        raise
+    finally:
+        for wr in (data, keys, tombs):
+            wr.abort()
+        changed.close()
+        conn.close()
+    total = Digest()
+    for p in parts:
+        total.merge(Digest.from_hex(p.digest, p.rows))
+    return {
+        "task_id": spec["task_id"],
+        "parts": [p.to_dict() for p in parts],
+        "keys": [p.to_dict() for p in key_parts],
+        "tombstones": [p.to_dict() for p in tomb_parts],
+        "rows": total.count,
+        "bytes": sum(p.bytes for p in parts),
+        "digest": total.hexdigest(),
+        "digest_algorithm": DIGEST_ALGORITHM,
+        "deleted": sum(p.rows for p in tomb_parts),
+        "table_rows": table.count,
+        "table_digest": table.hexdigest(),
+    }
+
+
+def run_increment_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
+    """Read one increment. Idempotent (same part keys); a dropped connection restarts it in a new read view."""
+    settings = settings or MySQLSettings.from_dict(spec["mysql"])
+    store = task_store(spec)
+    result = store.policy.call(lambda: _increment(spec, ctx, settings),
+                               f"reading the increment of {spec['database']}.{spec['table']}")
+    written = [PartResult(**p) for p in result["parts"] + result["keys"] + result["tombstones"]]
+    sweep_stale(store, spec["snapshot_prefix"], 0, written)
+    return result

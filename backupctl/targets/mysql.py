@@ -216,3 +216,90 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
         raise FormatError(f"part {part['key']}: read {digest.count} rows (manifest says {part['rows']}) "
                           "or its content digest differs")
     return {"task_id": spec["task_id"], "rows": digest.count, "digest": digest.hexdigest()}
+
+
+# -- tombstones ------------------------------------------------------------------------
+
+DELETE_KEYS = 500  # keys per DELETE statement
+
+
+def delete_sql(database: str, table: str, pk: list[str], n: int) -> str:
+    """``DELETE ... WHERE (a = %s AND b = %s) OR ...`` for ``n`` keys (an index lookup each)."""
+    one = "(" + " AND ".join(f"{quote_ident(k)} = %s" for k in pk) + ")"
+    return f"DELETE FROM {table_ref(database, table)} WHERE " + " OR ".join([one] * n)
+
+
+def plan_delete(*, aws: dict[str, Any], settings: MySQLSettings, tombstone_parts: list[dict[str, Any]],
+                repo: dict[str, Any], snapshot_prefix: str, database: str, table: str,
+                key_columns: list[dict[str, Any]], policy: RetryPolicy | None = None) -> list[TaskSpec]:
+    """One task per tombstone part. Specs hold no password."""
+    return [
+        {
+            "kind": "mysql.delete",
+            "task_id": f"delete-{i:05d}",
+            "part": part,
+            "repo": repo,
+            "aws": aws,
+            "mysql": settings.to_dict(),
+            "snapshot_prefix": snapshot_prefix,
+            "database": database,
+            "table": table,
+            "columns": key_columns,
+            "retry": (policy or policy_from_env()).to_dict(),
+        }
+        for i, part in enumerate(tombstone_parts)
+    ]
+
+
+def run_delete_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
+    """Delete the keys of one tombstone part. Checks its sha256, count and digest; idempotent (retried whole)."""
+    settings = settings or MySQLSettings.from_dict(spec["mysql"])
+    store = task_store(spec)
+    part = spec["part"]
+    columns = spec["columns"]
+    names = [c["name"] for c in columns]
+    kinds = [c["kind"] for c in columns]
+    what = f"applying tombstones {part['key']} to {spec['database']}.{spec['table']}"
+
+    with tempfile.TemporaryFile(prefix="backupctl-tomb-") as tmp:
+        sha = store.download_to(spec["snapshot_prefix"] + part["key"], tmp)
+        if sha != part["sha256"]:
+            raise FormatError(f"part {part['key']} is corrupt: sha256 {sha} != manifest {part['sha256']}")
+
+        def attempt() -> tuple[Digest, int]:
+            digest, deleted = Digest(), 0
+            conn = settings.connect()
+            try:
+                session_setup(conn)
+                conn.autocommit(False)
+                cur = conn.cursor()
+                tmp.seek(0)
+                for rows in iter_part_rows(tmp, columns, what=f"part {part['key']}"):
+                    if ctx.stopped:
+                        raise Interrupted("stopped")
+                    for i in range(0, len(rows), DELETE_KEYS):
+                        batch = rows[i:i + DELETE_KEYS]
+                        params = [sql_value(v, k) for row in batch for v, k in zip(row, kinds, strict=True)]
+                        deleted += cur.execute(delete_sql(spec["database"], spec["table"], names, len(batch)), params)
+                        for row in batch:
+                            digest.add_hash(row_hash(names, kinds, row))
+                    conn.commit()
+                    ctx.advance(len(rows), 0)
+                return digest, deleted
+            except pymysql.MySQLError as e:
+                try:
+                    conn.rollback()
+                except pymysql.MySQLError:
+                    pass
+                t = translate(e, what)
+                if isinstance(t, BackupctlError):
+                    raise t from e
+                raise
+            finally:
+                conn.close()
+
+        digest, deleted = store.policy.call(attempt, what)
+    if digest.count != int(part["rows"]) or digest.hexdigest() != part["digest"]:
+        raise FormatError(f"part {part['key']}: read {digest.count} keys (manifest says {part['rows']}) "
+                          "or its content digest differs")
+    return {"task_id": spec["task_id"], "rows": digest.count, "digest": digest.hexdigest(), "deleted": deleted}
