@@ -10,6 +10,7 @@ MySQL one.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -182,8 +183,9 @@ def run_export(
         read=plan.read,
     )
     repo.store.put_json(prefix + "manifest.json", {**manifest.to_dict(), **extra})
-    # After the commit point: tidy the run state (a crash here leaves a valid snapshot).
-    repo.store.delete([_checkpoint_key(prefix, s["task_id"]) for s in tasks] + [pending_key])
+    # After the commit point: tidy the run state (a crash here leaves a valid snapshot):
+    # checkpoints, a native export's staging files, the pending pointer.
+    repo.store.delete(list(repo.store.list_keys(prefix + "_")) + [pending_key])
     return SnapshotResult(manifest, str(repo.uri), time.monotonic() - started, pending is not None, skipped)
 
 
@@ -201,6 +203,10 @@ class DynamoSnapshotOptions:
     resume: bool = True
     part_max_bytes: int = ddb_source.PART_MAX_BYTES
     page_size: int | None = None
+    method: str = "scan"  # scan | export | auto
+
+
+DYNAMODB_METHODS = ("scan", "export", "auto")
 
 
 def check_dynamodb_options(opts: DynamoSnapshotOptions) -> None:
@@ -218,16 +224,57 @@ def check_dynamodb_options(opts: DynamoSnapshotOptions) -> None:
         raise InvalidInput("--workers must be at least 1")
     if opts.page_size is not None and opts.page_size < 1:
         raise InvalidInput("--page-size must be at least 1")
+    if opts.method not in DYNAMODB_METHODS:
+        raise InvalidInput(f"--method {opts.method} is not one of {', '.join(DYNAMODB_METHODS)}")
 
 
-def plan_dynamodb(aws: AwsContext, opts: DynamoSnapshotOptions, repo: Repository) -> ExportPlan:
+def choose_method(aws: AwsContext, opts: DynamoSnapshotOptions) -> str:
+    """``scan`` or ``export``; ``auto`` exports when point-in-time recovery is on.
+
+    ``export`` without PITR is refused up front (DynamoDB would refuse it later).
+    """
+    if opts.method == "scan":
+        return "scan"
+    pitr = ddb_source.pitr_enabled(aws, opts.source_region, opts.table)
+    if opts.method == "export" and not pitr:
+        raise InvalidInput(
+            f"--method export needs point-in-time recovery on table '{opts.table}' "
+            "(aws dynamodb update-continuous-backups ...); use --method scan"
+        )
+    return "export" if pitr else "scan"
+
+
+def plan_dynamodb(
+    aws: AwsContext, opts: DynamoSnapshotOptions, repo: Repository, on_event: Callable[[str], None] | None = None
+) -> ExportPlan:
     desc = ddb_source.describe_table(aws, opts.source_region, opts.table)
+    sk = source_key("dynamodb", opts.source_region, opts.table)
+    source = {"kind": "dynamodb", "region": opts.source_region, "table": opts.table, "arn": desc.get("TableArn")}
+    if choose_method(aws, opts) == "export":
+        return ExportPlan(
+            kind="dynamodb",
+            source=source,
+            source_key=sk,
+            schema=ddb_source.table_schema(desc),
+            build_tasks=lambda prefix: ddb_source.plan_adopt(
+                aws=aws,
+                repo=repo.uri,
+                repo_region=repo.region,
+                snapshot_prefix=prefix,
+                export_keys=ddb_source.run_native_export(
+                    aws, opts.source_region, str(desc["TableArn"]), repo.store, prefix, repo.store.policy, on_event
+                ),
+            ),
+            task_fn=ddb_source.run_adopt_task,
+            plan_params={"kind": "dynamodb", "method": "export", "mode": "full"},
+            estimate_rows=int(desc.get("ItemCount") or 0) or None,
+            read={"method": "export", "billing_mode": ddb_source.billing_mode(desc)},
+        )
     budget = ddb_source.capacity_budget(desc, opts.read_percent, opts.max_rcu, "read")
     segments = opts.segments or ddb_source.choose_segments(desc, budget, opts.workers)
-    sk = source_key("dynamodb", opts.source_region, opts.table)
     return ExportPlan(
         kind="dynamodb",
-        source={"kind": "dynamodb", "region": opts.source_region, "table": opts.table, "arn": desc.get("TableArn")},
+        source=source,
         source_key=sk,
         schema=ddb_source.table_schema(desc),
         build_tasks=lambda prefix: ddb_source.plan_export(
@@ -248,6 +295,7 @@ def plan_dynamodb(aws: AwsContext, opts: DynamoSnapshotOptions, repo: Repository
         estimate_rows=int(desc.get("ItemCount") or 0) or None,
         limiter=TokenBucket(budget) if budget else None,
         read={
+            "method": "scan",
             "segments": segments,
             "read_budget_rcu_per_s": budget,
             "billing_mode": ddb_source.billing_mode(desc),
@@ -269,15 +317,19 @@ def snapshot_dynamodb(
     check_dynamodb_options(opts)
     aws.check_credentials()
     ddb_source.describe_table(aws, opts.source_region, opts.table)  # NotFound before any write
+    opts = dataclasses.replace(opts, method=choose_method(aws, opts))  # refuses export without PITR
     repo = Repository.open(aws, opts.target_region, opts.repo_uri, create=True)
-    plan = plan_dynamodb(aws, opts, repo)
+    plan = plan_dynamodb(aws, opts, repo, on_event)
     if on_event:
-        budget = plan.read.get("read_budget_rcu_per_s")
-        on_event(
-            f"snapshot {opts.table} ({opts.source_region}) -> {repo.uri} ({opts.target_region}): "
-            f"{plan.read['segments']} segments, read budget "
-            + (f"{budget:,.0f} RCU/s" if budget else "unthrottled (on-demand; set --max-rcu to cap)")
-        )
+        where = f"snapshot {opts.table} ({opts.source_region}) -> {repo.uri} ({opts.target_region})"
+        if opts.method == "export":
+            on_event(f"{where}: native point-in-time export (uses no read capacity)")
+        else:
+            budget = plan.read.get("read_budget_rcu_per_s")
+            on_event(
+                f"{where}: parallel scan, {plan.read['segments']} segments, read budget "
+                + (f"{budget:,.0f} RCU/s" if budget else "unthrottled (on-demand; set --max-rcu to cap)")
+            )
     if progress_factory is None:
         return run_export(repo, plan, engine_name=opts.engine, workers=opts.workers, resume=opts.resume, on_event=on_event)
     with progress_factory(f"snapshot {opts.table}", plan.estimate_rows) as progress:

@@ -30,6 +30,10 @@ from backupctl.sources.mysql import CHUNK_ROWS, CONSISTENCY, DEFAULT_SAFETY_LAG_
 @click.option("--workers", type=int, default=8, show_default=True, help="Concurrent tasks.")
 @click.option("--engine", type=click.Choice(["local", "auto"]), default="local", show_default=True, help="Where tasks run.")
 @click.option("--part-size-mb", type=int, default=256, show_default=True, help="Uncompressed MiB per part before a new part is cut.")
+@click.option("--method", type=click.Choice(["scan", "export", "auto"]), default="scan", show_default=True,
+              help="DynamoDB: scan (parallel Scan within the read budget) or export (native point-in-time "
+                   "export into the repository: consistent, uses no read capacity, needs PITR); auto exports "
+                   "when PITR is on.")
 @click.option("--page-size", type=int, help="Items per Scan request (smaller pages spread reads more evenly).")
 @click.option("--no-resume", is_flag=True, help="Start a new snapshot even if a crashed run of this table can be resumed.")
 @click.option("--source", "source", metavar="mysql://USER@HOST[:PORT]/DB",
@@ -55,7 +59,7 @@ from backupctl.sources.mysql import CHUNK_ROWS, CONSISTENCY, DEFAULT_SAFETY_LAG_
 def snapshot(
     app: App, table: str, from_region: str | None, to_region: str, repo: str | None, read_percent: float,
     max_rcu: float | None, segments: int | None, workers: int, engine: str, part_size_mb: int,
-    page_size: int | None, no_resume: bool, source: str | None, password_file: str | None, chunk_rows: int,
+    method: str, page_size: int | None, no_resume: bool, source: str | None, password_file: str | None, chunk_rows: int,
     consistency: str, mode: str | None, watermark_column: str | None, detect_deletes: bool, safety_lag: float,
     as_json: bool,
 ) -> None:
@@ -88,7 +92,8 @@ def snapshot(
     if source is not None:
         if not is_mysql_uri(source):
             raise InvalidInput(f"invalid --source '{source.split('@')[-1]}': expected mysql://USER@HOST[:PORT]/DB")
-        for flag, value in (("--max-rcu", max_rcu), ("--segments", segments), ("--page-size", page_size)):
+        for flag, value in (("--max-rcu", max_rcu), ("--segments", segments), ("--page-size", page_size),
+                            ("--method", None if method == "scan" else method)):
             if value is not None:
                 raise InvalidInput(f"{flag} applies to DynamoDB sources, not MySQL")
         mopts = MySQLSnapshotOptions(
@@ -105,7 +110,7 @@ def snapshot(
         opts = DynamoSnapshotOptions(
             table=table, source_region=from_region, target_region=to_region, repo_uri=repo,
             read_percent=read_percent, max_rcu=max_rcu, segments=segments, workers=workers, engine=engine,
-            resume=not no_resume, part_max_bytes=part_size_mb << 20, page_size=page_size,
+            resume=not no_resume, part_max_bytes=part_size_mb << 20, page_size=page_size, method=method,
         )
         result = snapshot_dynamodb(app.aws, opts, progress_factory=console.progress, on_event=console.info)
     m = result.manifest

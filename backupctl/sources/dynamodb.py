@@ -18,11 +18,12 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import botocore.exceptions
+import orjson
 
 from backupctl.aws import AwsContext
 from backupctl.engines.local import TaskContext
-from backupctl.errors import AuthError, Interrupted, NotFound
-from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, Digest, encode_line, item_hash
+from backupctl.errors import AuthError, DataPathError, FormatError, Interrupted, NotFound
+from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, Digest, decode_line, encode_line, item_hash
 from backupctl.model import PartResult, TaskSpec, part_key
 from backupctl.repository import RepoURI, S3Store
 from backupctl.retry import DEFAULT_POLICY, RetryPolicy, TokenBucket, policy_from_env
@@ -378,3 +379,158 @@ def table_digest(
     for r in results:
         total.merge(Digest(r["value"], r["count"]))
     return total
+
+
+# -- native export (ExportTableToPointInTime) ------------------------------------------
+#
+# A second read method: DynamoDB writes a point-in-time DYNAMODB_JSON export
+# straight into the repository bucket (it may be in another region), using no
+# read capacity. Each exported data file is then adopted as a part: read once
+# to count items and compute the content digest, and copied server-side to its
+# deterministic part key. The export's own files live under ``_export/`` and
+# are removed after the commit, so ``data/`` still holds only the parts.
+
+EXPORT_DIR = "_export/"
+
+
+def pitr_enabled(aws: AwsContext, region: str, table: str) -> bool:
+    ddb = aws.client("dynamodb", region)
+    try:
+        desc = ddb.describe_continuous_backups(TableName=table)["ContinuousBackupsDescription"]
+    except botocore.exceptions.ClientError:
+        return False
+    status = (desc.get("PointInTimeRecoveryDescription") or {}).get("PointInTimeRecoveryStatus")
+    return status == "ENABLED"
+
+
+def run_native_export(
+    aws: AwsContext,
+    region: str,
+    table_arn: str,
+    store: S3Store,
+    snapshot_prefix: str,
+    policy: RetryPolicy,
+    say: Any = None,
+) -> list[str]:
+    """Run (or, on resume, reuse) an export into ``<snapshot>/_export/``; return its data keys.
+
+    Raises DataPathError when the export fails or misses the policy deadline.
+    """
+    marker = snapshot_prefix + "_export.json"
+    ddb = aws.client("dynamodb", region)
+    arn: str | None = None
+    try:
+        arn = str(store.get_json(marker)["export_arn"])
+    except NotFound:
+        arn = None
+    if arn is None:
+        resp = policy.call(
+            lambda: ddb.export_table_to_point_in_time(
+                TableArn=table_arn,
+                S3Bucket=store.uri.bucket,
+                S3Prefix=store.full_key(snapshot_prefix + EXPORT_DIR.rstrip("/")),
+                ExportFormat="DYNAMODB_JSON",
+            ),
+            f"starting the export of {table_arn}",
+        )
+        arn = str(resp["ExportDescription"]["ExportArn"])
+        store.put_json(marker, {"export_arn": arn})
+        if say:
+            say(f"export started: {arn}")
+
+    def done() -> dict[str, Any] | None:
+        d = dict(ddb.describe_export(ExportArn=arn)["ExportDescription"])
+        return None if d.get("ExportStatus") == "IN_PROGRESS" else d
+
+    desc = policy.poll(done, f"waiting for export {arn}", interval_s=0.2, max_interval_s=15)
+    if desc.get("ExportStatus") != "COMPLETED":
+        raise DataPathError(
+            f"export {arn} ended {desc.get('ExportStatus')}: {desc.get('FailureCode')} {desc.get('FailureMessage')}"
+        )
+    manifest_key = desc.get("ExportManifest")
+    keys: list[str] = []
+    if manifest_key and manifest_key.startswith(store.uri.prefix):
+        # AWS: manifest-summary.json names manifest-files.json (JSON lines with dataFileS3Key).
+        try:
+            summary = store.get_json(manifest_key[len(store.uri.prefix) :])
+            files_key = str(summary["manifestFilesS3Key"])[len(store.uri.prefix) :]
+            for line in store.get(files_key).splitlines():
+                if line.strip():
+                    keys.append(str(orjson.loads(line)["dataFileS3Key"])[len(store.uri.prefix) :])
+        except (NotFound, KeyError, orjson.JSONDecodeError):
+            keys = []
+    if not keys:
+        keys = sorted(k for k in store.list_keys(snapshot_prefix + EXPORT_DIR) if "/data/" in k)
+    if say:
+        say(f"export completed: {desc.get('ItemCount', '?')} items in {len(keys)} files")
+    return keys
+
+
+def plan_adopt(
+    *, aws: AwsContext, repo: RepoURI, repo_region: str, snapshot_prefix: str, export_keys: list[str],
+    policy: RetryPolicy | None = None,
+) -> list[TaskSpec]:
+    policy = policy or policy_from_env()
+    return [
+        {
+            "kind": "dynamodb.adopt",
+            "task_id": f"file-{i:05d}",
+            "index": i,
+            "export_key": key,
+            "aws": aws.to_dict(),
+            "repo": {"bucket": repo.bucket, "prefix": repo.prefix, "region": repo_region},
+            "snapshot_prefix": snapshot_prefix,
+            "retry": policy.to_dict(),
+        }
+        for i, key in enumerate(export_keys)
+    ]
+
+
+def run_adopt_task(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
+    """Read one exported data file (count, digest, sha256) and copy it to its part key.
+
+    Idempotent: the copy overwrites the same part key.
+    """
+    store = task_store(spec)
+    prefix = spec["snapshot_prefix"]
+    key = prefix + part_key(int(spec["index"]), 0, "json.gz")
+    digest = Digest()
+    nbytes = 0
+    with tempfile.TemporaryFile(prefix="backupctl-adopt-") as tmp:
+        sha = store.download_to(spec["export_key"], tmp)
+        size = tmp.seek(0, 2)
+        tmp.seek(0)
+        try:
+            with gzip.GzipFile(fileobj=tmp, mode="rb") as gz:
+                for line in gz:
+                    if ctx.stopped:
+                        raise Interrupted("stopped")
+                    if line.strip():
+                        digest.add_hash(item_hash(decode_line(line)))
+                        nbytes += len(line)
+                        if digest.count % 5000 == 0:
+                            ctx.advance(5000, nbytes)
+                            nbytes = 0
+        except (OSError, EOFError) as e:
+            raise FormatError(f"exported file {spec['export_key']} is not valid gzip: {e}") from e
+    ctx.advance(digest.count % 5000, nbytes)
+    s3 = store.s3
+    store.policy.call(
+        lambda: s3.copy_object(
+            Bucket=store.uri.bucket,
+            Key=store.full_key(key),
+            CopySource={"Bucket": store.uri.bucket, "Key": store.full_key(spec["export_key"])},
+            MetadataDirective="REPLACE",
+            Metadata={"sha256": sha, "rows": str(digest.count)},
+        ),
+        f"copying {spec['export_key']} to {key}",
+    )
+    part = PartResult(key=key[len(prefix) :], rows=digest.count, bytes=size, sha256=sha, digest=digest.hexdigest())
+    return {
+        "task_id": spec["task_id"],
+        "parts": [part.to_dict()],
+        "rows": digest.count,
+        "bytes": size,
+        "digest": digest.hexdigest(),
+        "digest_algorithm": DIGEST_ALGORITHM,
+    }
