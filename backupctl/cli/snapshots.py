@@ -145,3 +145,41 @@ def verify(
                 f"vs {live['snapshot_digest'][:16]}..."
             )
         console.info(f"[green]equal[/green]: table {against_table} has the same {live['table_rows']:,} items as the snapshot")
+
+
+@snapshots.command(epilog=EXIT_CODES_HELP)
+@click.option("--keep-last", type=int, default=0, help="Keep the N newest snapshots of each source.")
+@click.option("--keep-daily", type=int, default=0, help="Keep the newest snapshot of each of the last N days with one.")
+@click.option("--keep-weekly", type=int, default=0, help="... of each of the last N ISO weeks.")
+@click.option("--keep-monthly", type=int, default=0, help="... of each of the last N months.")
+@click.option("--table", "-t", help="Only snapshots of this source table.")
+@click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing.")
+@repo_options
+@json_option
+@pass_app
+def prune(
+    app: App, keep_last: int, keep_daily: int, keep_weekly: int, keep_monthly: int, table: str | None,
+    dry_run: bool, repo: str | None, region: str | None, as_json: bool,
+) -> None:
+    """Remove snapshots that a retention policy does not keep (per source).
+
+    The parent chain of every kept incremental is always kept. Each removed
+    snapshot loses its manifest first, so it is never half visible.
+    """
+    from backupctl.prune import prune as run_prune
+    from backupctl.retention import Policy
+
+    console = app.with_json(as_json)
+    policy = Policy(keep_last, keep_daily, keep_weekly, keep_monthly)
+    policy.check()
+    region = resolve_repo_region(app.aws, repo, region)
+    validate_region(region, "--region")
+    app.aws.check_credentials()
+    result = run_prune(app.aws, region, repo, policy, dry_run, table)
+    if as_json:
+        console.emit_json(result)
+        return
+    rows = [[k["snapshot_id"], "keep", ", ".join(k["reasons"])] for k in result["kept"]]
+    rows += [[r["snapshot_id"], "would remove" if dry_run else "removed", ""] for r in result["removed"]]
+    console.table(f"prune {result['repository']}" + (" (dry run)" if dry_run else ""), ["id", "action", "reasons"],
+                  sorted(rows))
