@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import zlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,15 +24,37 @@ from backupctl.errors import AuthError, InvalidInput
 
 _REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
 
-# Adaptive retry mode backs off on throttling at the client; our own retry
-# layer (backupctl.retry) handles partial batches and long outages on top.
+# botocore's own retries are off: every call goes through backupctl.retry's
+# policy (the one home of retries), so attempts and deadlines are bounded in one
+# place instead of multiplying across two layers.
 _BASE_CONFIG = botocore.config.Config(
-    retries={"mode": "adaptive", "max_attempts": 10},
+    retries={"mode": "standard", "total_max_attempts": 1},
     user_agent_extra=f"backupctl/{__version__}",
     max_pool_connections=64,
     connect_timeout=10,
     read_timeout=60,
 )
+
+
+def verify_response(http_response: Any, model: Any, **_: Any) -> None:
+    """Refuse a response whose body was cut short or corrupted in transit.
+
+    botocore parses a truncated JSON body as an empty result: a Scan page
+    cut in half would read as "no items, no more pages" and end the scan
+    early, losing items silently. So every non-streaming response's length is
+    checked against Content-Length, and DynamoDB's x-amz-crc32 is checked;
+    a mismatch raises a retryable error. (Streaming bodies, like S3 GetObject,
+    are length-checked by botocore when read.)
+    """
+    if model.has_streaming_output or (model.http or {}).get("method") == "HEAD":
+        return
+    body = http_response.content
+    expected = http_response.headers.get("content-length")
+    if expected is not None and expected.isdigit() and len(body) != int(expected):
+        raise botocore.exceptions.IncompleteReadError(actual_bytes=len(body), expected_bytes=int(expected))
+    crc = http_response.headers.get("x-amz-crc32")
+    if crc is not None and crc.isdigit() and zlib.crc32(body) & 0xFFFFFFFF != int(crc):
+        raise botocore.exceptions.IncompleteReadError(actual_bytes=len(body), expected_bytes=len(body))
 
 
 def endpoint_from_env() -> str | None:
@@ -80,12 +103,16 @@ class AwsContext:
             client = self.session().client(
                 service, region_name=region, endpoint_url=self.endpoint_url, config=_BASE_CONFIG
             )
+            client.meta.events.register("after-call", verify_response)
             cache[key] = client
         return client
 
     def account_id(self, region: str) -> str:
+        from backupctl.retry import policy_from_env
+
+        sts = self.client("sts", region)
         try:
-            return str(self.client("sts", region).get_caller_identity()["Account"])
+            return str(policy_from_env().call(sts.get_caller_identity, "identifying the AWS caller")["Account"])
         except botocore.exceptions.NoCredentialsError as e:
             raise AuthError("no AWS credentials found (set a profile, env vars or an instance role)") from e
         except botocore.exceptions.ClientError as e:

@@ -15,6 +15,7 @@ import hashlib
 import math
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from typing import IO, Any
 
 import botocore.exceptions
@@ -54,7 +55,9 @@ def describe_table(aws: AwsContext, region: str, table: str, policy: RetryPolicy
 
     desc = policy.call(call, f"describing table {table}")
     try:
-        ttl = ddb.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
+        ttl = policy.call(lambda: ddb.describe_time_to_live(TableName=table), f"describing TTL of {table}").get(
+            "TimeToLiveDescription", {}
+        )
     except botocore.exceptions.ClientError:
         ttl = {}
     tags: list[dict[str, str]] = []
@@ -64,7 +67,7 @@ def describe_table(aws: AwsContext, region: str, table: str, policy: RetryPolicy
             kw: dict[str, Any] = {"ResourceArn": desc["TableArn"]}
             if token:
                 kw["NextToken"] = token
-            resp = ddb.list_tags_of_resource(**kw)
+            resp = policy.call(partial(ddb.list_tags_of_resource, **kw), f"listing tags of {table}")
             tags.extend(resp.get("Tags", []))
             token = resp.get("NextToken")
             if not token:
@@ -396,7 +399,9 @@ EXPORT_DIR = "_export/"
 def pitr_enabled(aws: AwsContext, region: str, table: str) -> bool:
     ddb = aws.client("dynamodb", region)
     try:
-        desc = ddb.describe_continuous_backups(TableName=table)["ContinuousBackupsDescription"]
+        desc = policy_from_env().call(
+            lambda: ddb.describe_continuous_backups(TableName=table), f"describing backups of {table}"
+        )["ContinuousBackupsDescription"]
     except botocore.exceptions.ClientError:
         return False
     status = (desc.get("PointInTimeRecoveryDescription") or {}).get("PointInTimeRecoveryStatus")
