@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test unit integration lint services bench clean
 
 $(STAMP): pyproject.toml
+	@bash .ci/system-deps.sh
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -29,6 +29,13 @@ from urllib.parse import unquote
 import pymysql
 import pymysql.cursors
 
+try:  # mysqlclient: the C driver, for the bulk reads of snapshots and verification (docs/adr/0007)
+    import MySQLdb
+    import MySQLdb.converters
+    import MySQLdb.cursors
+except ImportError:  # pragma: no cover - a dependency; without it bulk reads fall back to pymysql
+    MySQLdb = None
+
 from backupctl.errors import AuthError, BackupctlError, Conflict, DataPathError, InvalidInput, NotFound
 from backupctl.retry import RetryPolicy
 
@@ -130,6 +137,146 @@ class MySQLSettings:
             return conn
 
         return CONNECT_POLICY.call(attempt, f"connecting to {self.describe()}")
+
+    def connect_load(self) -> LoadConnection:
+        """A pymysql connection for ``load_data`` (LOAD DATA LOCAL from memory), otherwise as ``connect``."""
+
+        def attempt() -> LoadConnection:
+            try:
+                return LoadConnection(
+                    host=self.host.strip("[]"),
+                    port=self.port,
+                    user=self.user,
+                    password=self.password,
+                    database=self.database,
+                    charset="utf8mb4",
+                    autocommit=True,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    init_command="SET time_zone = '+00:00'",
+                    local_infile=True,
+                )
+            except pymysql.MySQLError as e:
+                raise translate(e, f"connecting to {self.describe()}") from e
+
+        return CONNECT_POLICY.call(attempt, f"connecting to {self.describe()}")
+
+    def connect_raw(self) -> Any:
+        """A connection for bulk reads: mysqlclient (C) returning every value as the server's raw bytes.
+
+        Same session as ``connect`` (utf8mb4, time zone UTC, autocommit).
+        Parameters are still escaped by the driver (``cursor.execute(sql,
+        params)``, %-format like pymysql). Errors are raised as pymysql's
+        (``as_pymysql_error``), so translation and retries see one family.
+        Falls back to ``connect`` when mysqlclient is not installed.
+        """
+        if MySQLdb is None:  # pragma: no cover
+            return self.connect()
+
+        def attempt() -> Any:
+            try:
+                return MySQLdb.connect(
+                    host=self.host.strip("[]"),
+                    port=self.port,
+                    user=self.user,
+                    password=self.password,
+                    database=self.database,
+                    charset="utf8mb4",
+                    autocommit=True,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    init_command="SET time_zone = '+00:00'",
+                    conv=RAW_CONV,
+                )
+            except MySQLdb.MySQLError as e:
+                pe = as_pymysql_error(e)
+                raise translate(pe, f"connecting to {self.describe()}") from e
+
+        return CONNECT_POLICY.call(attempt, f"connecting to {self.describe()}")
+
+
+INFILE_NAME = "backupctl-load-data"  # the only "file" a LOAD DATA LOCAL of ours names
+
+
+class _InMemoryLoadResult(pymysql.connections.MySQLResult):
+    """A result whose LOAD DATA LOCAL request is answered from memory, never from the file system.
+
+    pymysql would open whatever file the server names; here the server gets
+    the connection's pending bytes only when it names ``INFILE_NAME``, and an
+    empty file otherwise, so a server cannot read files of this machine.
+    """
+
+    def _read_load_local_packet(self, first_packet: Any) -> None:
+        conn = self.connection
+        load_packet = pymysql.protocol.LoadLocalPacketWrapper(first_packet)
+        data = getattr(conn, "infile_data", None)
+        conn.infile_data = None
+        try:
+            if data is not None and load_packet.filename in (INFILE_NAME, INFILE_NAME.encode()):
+                view = memoryview(data)
+                step = max(16 << 10, min(conn.max_allowed_packet - 1024, 4 << 20))
+                for i in range(0, len(view), step):
+                    conn.write_packet(view[i:i + step])
+        finally:
+            conn.write_packet(b"")
+            ok_packet = conn._read_packet()
+        if not ok_packet.is_ok_packet():
+            raise pymysql.err.OperationalError(2014, "Commands Out of Sync")
+        self._read_ok_packet(ok_packet)
+
+
+class LoadConnection(pymysql.connections.Connection):
+    """A pymysql connection that can ``LOAD DATA LOCAL INFILE`` bytes held in memory (see ``load_data``)."""
+
+    infile_data: bytes | None = None
+
+    def _read_query_result(self, unbuffered: bool = False) -> int:
+        self._result = None
+        result = _InMemoryLoadResult(self)
+        if unbuffered:
+            result.init_unbuffered_query()
+        else:
+            result.read()
+        self._result = result
+        if result.server_status is not None:
+            self.server_status = result.server_status
+        return int(result.affected_rows or 0)
+
+
+def load_data(conn: LoadConnection, sql: str, data: bytes) -> tuple[int, int]:
+    """Run ``LOAD DATA LOCAL INFILE 'INFILE_NAME' ...`` (``sql``) with ``data`` as the file: (rows, warnings)."""
+    conn.infile_data = data
+    try:
+        with conn.cursor() as cur:
+            rows = cur.execute(sql, ())
+        return int(rows), int(getattr(conn._result, "warning_count", 0) or 0)
+    finally:
+        conn.infile_data = None
+
+
+# Encoders only (Python value -> SQL literal), no decoders: result values stay raw bytes.
+RAW_CONV: dict[Any, Any] = (
+    {k: v for k, v in MySQLdb.converters.conversions.items() if not isinstance(k, int)} if MySQLdb else {}
+)
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    (pymysql.MySQLError, MySQLdb.MySQLError) if MySQLdb else (pymysql.MySQLError,)
+)
+
+
+def is_raw(conn: Any) -> bool:
+    """True for a ``connect_raw`` (mysqlclient) connection."""
+    return MySQLdb is not None and isinstance(conn, MySQLdb.connections.Connection)
+
+
+def as_pymysql_error(e: BaseException) -> BaseException:
+    """A mysqlclient error as the pymysql error of the same class and arguments (others unchanged)."""
+    if MySQLdb is None or not isinstance(e, MySQLdb.MySQLError):
+        return e
+    name = type(e).__name__
+    cls = getattr(pymysql.err, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, pymysql.MySQLError)):
+        cls = pymysql.err.OperationalError
+    out = cls(*e.args)
+    out.__cause__ = e
+    return out
 
 
 def parse_mysql_uri(uri: str, what: str = "--source") -> tuple[str, str, int, str]:
@@ -239,10 +386,13 @@ def run_sql(conn: pymysql.connections.Connection, sql: str, params: Any = None, 
         with conn.cursor() as cur:
             cur.execute(sql, tuple(params) if params is not None else ())
             return list(cur.fetchall())
-    except pymysql.MySQLError as e:
-        t = translate(e, what)
+    except DRIVER_ERRORS as e:
+        pe = as_pymysql_error(e)
+        t = translate(pe, what)  # type: ignore[arg-type]
         if isinstance(t, BackupctlError):
             raise t from e
+        if pe is not e:
+            raise pe from e
         raise
 
 

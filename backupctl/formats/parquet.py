@@ -33,6 +33,7 @@ DynamoDB items (``formats.dynamodb_json.Digest``).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import struct
@@ -44,6 +45,7 @@ from typing import IO, Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from backupctl.errors import FormatError, InvalidInput
@@ -293,6 +295,9 @@ class ParquetPartWriter:
         self.raw_bytes = 0
         self.digest = Digest()
         self.last_hash = 0
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
+        self.pending_bytes = 0
 
     def add(self, row: tuple[Any, ...], digest_hash: int | None = None) -> int:
         """Add one normal row; returns its estimated raw size.
@@ -300,6 +305,8 @@ class ParquetPartWriter:
         The part's digest sums each row's ``row_hash`` (kept in ``last_hash``),
         or ``digest_hash`` when given (key-set parts sum the hashes they store).
         """
+        if self.pending:
+            self._flush_pending(final=True)
         size = sum(_value_size(v) for v in row)
         self.buf.append(row)
         self.buf_bytes += size
@@ -312,7 +319,49 @@ class ParquetPartWriter:
             self._flush()
         return size
 
+    def add_batch(self, batch: pa.RecordBatch, hashes: Sequence[bytes] | None = None,
+                  raw_bytes: int | None = None) -> list[bytes]:
+        """Add a record batch of normal values (this part's schema); returns the rows' ``mysql-row-v1`` hashes.
+
+        The same part, digest and row groups as ``add`` row by row, one Arrow
+        column at a time. ``hashes`` (key-set parts) are summed instead of computed.
+        """
+        if batch.num_rows == 0:
+            return []
+        self._flush_rows()
+        hs = row_hashes(batch, self.columns) if hashes is None else list(hashes)
+        self.digest.merge(Digest(hash_sum(hs) % (1 << 256), len(hs)))
+        self.last_hash = int.from_bytes(hs[-1], "big")
+        self.rows += batch.num_rows
+        self.raw_bytes += pc.sum(value_sizes(batch)).as_py() if raw_bytes is None else raw_bytes
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        self.pending_bytes += batch.nbytes
+        if self.pending_bytes >= ROW_GROUP_BYTES:
+            self._flush_pending(final=True)
+        elif self.pending_rows >= self.row_group_rows:
+            self._flush_pending(final=False)
+        return hs
+
+    def _flush_pending(self, final: bool) -> None:
+        if not self.pending:
+            return
+        table = pa.Table.from_batches(self.pending, schema=self.schema)
+        start, n = 0, table.num_rows
+        while n - start >= self.row_group_rows or (final and start < n):
+            size = min(self.row_group_rows, n - start)
+            self.writer.write_table(table.slice(start, size), row_group_size=size)
+            start += size
+        rest = table.slice(start).combine_chunks().to_batches() if start < n else []
+        self.pending = [b for b in rest if b.num_rows]
+        self.pending_rows = n - start
+        self.pending_bytes = sum(b.nbytes for b in self.pending)
+
     def _flush(self) -> None:
+        self._flush_pending(final=True)
+        self._flush_rows()
+
+    def _flush_rows(self) -> None:
         if not self.buf:
             return
         arrays = []
@@ -343,15 +392,14 @@ class ParquetPartWriter:
 # -- reading parts ------------------------------------------------------------------
 
 
-def iter_part_rows(f: IO[bytes], columns: Sequence[dict[str, Any]], batch_rows: int = 5_000,
-                   what: str = "part") -> Iterator[list[tuple[Any, ...]]]:
-    """Batches of normal rows of a Parquet part, in ``columns`` order."""
+def iter_part_batches(f: IO[bytes], columns: Sequence[dict[str, Any]], batch_rows: int = 5_000,
+                      what: str = "part") -> Iterator[pa.RecordBatch]:
+    """Record batches of a Parquet part, its columns checked against ``columns`` (names, order, Arrow types)."""
     try:
         pf = pq.ParquetFile(f)
     except (pa.ArrowException, OSError) as e:
         raise FormatError(f"{what} is not a valid Parquet file: {e}") from e
     names = [c["name"] for c in columns]
-    kinds = [c["kind"] for c in columns]
     have = pf.schema_arrow.names
     if have != names:
         raise FormatError(f"{what} has columns {have}, schema.json lists {names}")
@@ -360,8 +408,264 @@ def iter_part_rows(f: IO[bytes], columns: Sequence[dict[str, Any]], batch_rows: 
         if not field.type.equals(want):
             raise FormatError(f"{what} column {field.name!r} is {field.type}, expected {want}")
     try:
-        for batch in pf.iter_batches(batch_size=batch_rows, use_threads=False):
-            cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-            yield [tuple(normalize(v, k) for v, k in zip(vals, kinds, strict=True)) for vals in zip(*cols, strict=True)]
+        yield from pf.iter_batches(batch_size=batch_rows, use_threads=False)
     except (pa.ArrowException, OSError) as e:
         raise FormatError(f"{what} cannot be read: {e}") from e
+
+
+def iter_part_rows(f: IO[bytes], columns: Sequence[dict[str, Any]], batch_rows: int = 5_000,
+                   what: str = "part") -> Iterator[list[tuple[Any, ...]]]:
+    """Batches of normal rows of a Parquet part, in ``columns`` order."""
+    kinds = [c["kind"] for c in columns]
+    for batch in iter_part_batches(f, columns, batch_rows, what):
+        try:
+            cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+        except (pa.ArrowException, OSError) as e:
+            raise FormatError(f"{what} cannot be read: {e}") from e
+        yield [tuple(normalize(v, k) for v, k in zip(vals, kinds, strict=True)) for vals in zip(*cols, strict=True)]
+
+
+# -- column-at-a-time (Arrow) paths: the same values and digest, without per-row Python ---------
+#
+# Everything below computes exactly what the row-at-a-time functions above
+# compute (tests/unit/test_mysql_fast.py checks them against each other on
+# tricky values), but one Arrow column at a time: the canonical JSON text of
+# ``mysql-row-v1`` is assembled with Arrow string kernels, and only the SHA-256
+# of each row's bytes is a (C-level) call per row.
+
+_CTRL_ESCAPES = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r"}
+_PY_CANONICAL_KINDS = {"float32", "float64", "binary", "json"}
+
+
+def _json_quoted(text: pa.Array, escape: bool) -> pa.Array:
+    """``"text"`` as orjson writes a JSON string (``\\``, ``"`` and control characters escaped)."""
+    if escape and pc.any(pc.match_substring_regex(text, '["\\\\\\x00-\\x1f]')).as_py():
+        text = pc.replace_substring(text, "\\", "\\\\")
+        text = pc.replace_substring(text, '"', '\\"')
+        if pc.any(pc.match_substring_regex(text, "[\\x00-\\x1f]")).as_py():
+            for i in range(0x20):
+                text = pc.replace_substring(text, chr(i), _CTRL_ESCAPES.get(i, f"\\u{i:04x}"))
+    return pc.binary_join_element_wise('"', text, '"', "")
+
+
+def _decimal_canonical(arr: pa.Array, scale: int) -> pa.Array:
+    """``canonical_number`` of every value of a decimal array (its unscaled integer, then the scale)."""
+    unscaled = pc.cast(arr.view(pa.decimal256(76, 0)), pa.string())
+    neg = pc.starts_with(unscaled, "-")
+    digits = pc.utf8_ltrim(pc.utf8_ltrim(unscaled, "-"), "0")
+    stripped = pc.utf8_rtrim(digits, "0")
+    exp = pc.subtract(pc.subtract(pc.binary_length(digits), pc.binary_length(stripped)), scale)
+    text = pc.binary_join_element_wise(pc.if_else(neg, "-", ""), stripped, "e", pc.cast(exp, pa.string()), "")
+    return pc.if_else(pc.equal(digits, ""), "0", text)
+
+
+def canonical_texts(arr: pa.Array, col: dict[str, Any]) -> pa.Array:
+    """``canonical`` of every value of a column (nulls stay null), as a string array."""
+    kind = col["kind"]
+    if kind in ("int", "uint", "year", "bit", "date", "datetime", "string"):
+        return arr if kind == "string" else pc.cast(arr, pa.string())
+    if kind == "timestamp":
+        return pc.cast(arr.view(pa.timestamp("us")), pa.string())
+    if kind == "time":
+        return pc.cast(arr.view(pa.int64()), pa.string())
+    if kind == "decimal":
+        return _decimal_canonical(arr, int(col.get("scale") or 0))
+    if kind in ("float32", "float64"):
+        return pa.array([None if v is None else repr(v) for v in pc.cast(arr, pa.float64()).to_pylist()], pa.string())
+    if kind == "binary":
+        b64 = binascii.b2a_base64
+        return pc.cast(pa.array([None if v is None else b64(v, newline=False) for v in arr.to_pylist()], pa.binary()),
+                       pa.string())
+    assert kind in _PY_CANONICAL_KINDS
+    return pa.array([canonical(v, kind) for v in arr.to_pylist()], pa.string())
+
+
+def row_hashes(batch: pa.RecordBatch | pa.Table, columns: Sequence[dict[str, Any]]) -> list[bytes]:
+    """The ``mysql-row-v1`` SHA-256 of every row (32 bytes each), as ``row_hash`` computes it one row at a time."""
+    n = batch.num_rows
+    if n == 0:
+        return []
+    order = sorted(range(len(columns)), key=lambda i: columns[i]["name"])
+    pieces: list[Any] = []
+    for j, i in enumerate(order):
+        arr = batch.column(i)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        col = columns[i]
+        quoted = _json_quoted(canonical_texts(arr, col), escape=col["kind"] in ("string", "json"))
+        key = orjson.dumps(col["name"]).decode()
+        pieces.append(("{" if j == 0 else ",") + key + ":")
+        pieces.append(pc.fill_null(quoted, "null") if arr.null_count else quoted)
+    pieces.append("}")
+    if not columns:
+        return [hashlib.sha256(b"{}").digest()] * n
+    doc = pc.cast(pc.binary_join_element_wise(*pieces, ""), pa.binary())
+    sha = hashlib.sha256
+    return [sha(b).digest() for b in doc.to_pylist()]
+
+
+def hash_sum(hashes: Sequence[bytes]) -> int:
+    """The sum of row hashes (big-endian 256-bit integers), not yet reduced modulo 2^256."""
+    fb = int.from_bytes
+    return sum(fb(h, "big") for h in hashes)
+
+
+def value_sizes(batch: pa.RecordBatch) -> pa.Array:
+    """Every row's estimated raw size (int64), as ``ParquetPartWriter.add`` counts it (text/bytes length, else 8)."""
+    total: pa.Array | None = None
+    fixed = 0
+    for i in range(batch.num_columns):
+        arr = batch.column(i)
+        if pa.types.is_string(arr.type):
+            size = pc.fill_null(pc.utf8_length(arr), 8)
+        elif pa.types.is_binary(arr.type):
+            size = pc.fill_null(pc.binary_length(arr), 8)
+        else:
+            fixed += 8
+            continue
+        size = pc.cast(size, pa.int64())
+        total = size if total is None else pc.add(total, size)
+    if total is None:
+        return pa.array([fixed] * batch.num_rows, pa.int64())
+    return pc.add(total, fixed) if fixed else total
+
+
+# -- raw driver text -> Arrow -------------------------------------------------------------
+
+
+def _raw_text(values: Sequence[Any]) -> pa.Array:
+    return pc.cast(pa.array(values, pa.binary()), pa.string())
+
+
+def _zero_date(values: Sequence[Any], e: Exception) -> FormatError:
+    for v in values:
+        if v is not None:
+            try:
+                datetime.fromisoformat(v.decode() if isinstance(v, bytes) else v)
+            except ValueError:
+                return FormatError(f"zero or invalid date value {v.decode(errors='replace')!r} cannot be backed up")
+    return FormatError(f"invalid date value: {e}")
+
+
+def _time_from_text(v: bytes) -> timedelta:
+    text = v.decode()
+    neg = text.startswith("-")
+    h, m, s = text.lstrip("-").split(":")
+    sec, _, frac = s.partition(".")
+    us = ((int(h) * 60 + int(m)) * 60 + int(sec)) * 1_000_000 + int((frac + "000000")[:6])
+    return timedelta(microseconds=-us if neg else us)
+
+
+def raw_column(values: Sequence[Any], col: dict[str, Any]) -> pa.Array:
+    """An Arrow array of one column from the text protocol's raw bytes (None = NULL), exact as ``normalize``."""
+    kind, typ = col["kind"], arrow_type(col)
+    try:
+        if kind == "binary":
+            return pa.array(values, pa.binary())
+        if kind in ("string", "json"):
+            return _raw_text(values)
+        if kind in ("int", "uint", "year", "decimal", "float64", "date", "datetime", "timestamp"):
+            text = _raw_text(values)
+            if kind == "timestamp":
+                return pc.cast(text, pa.timestamp("us")).view(typ)
+            if kind in ("date", "datetime"):
+                try:
+                    return pc.cast(text, typ)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                    raise _zero_date(values, e) from e
+            return pc.cast(text, typ)
+        if kind == "float32":
+            return pc.cast(pc.cast(_raw_text(values), pa.float64()), typ, safe=False)
+        if kind == "bit":
+            return pa.array([None if v is None else int.from_bytes(v, "big") for v in values], typ)
+        if kind == "time":
+            return pa.array([None if v is None else _time_from_text(v) for v in values], typ)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+        raise FormatError(f"column {col['name']!r}: cannot store value as {typ}: {e}") from e
+    raise FormatError(f"column {col['name']!r}: unsupported kind {kind}")  # pragma: no cover
+
+
+def raw_batch(rows: Sequence[Sequence[Any]], columns: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.RecordBatch:
+    """A record batch of raw text-protocol rows (bytes or None per value)."""
+    if not rows:
+        return pa.RecordBatch.from_pylist([], schema=schema)
+    cols = list(zip(*rows, strict=True))
+    return pa.RecordBatch.from_arrays([raw_column(cols[i], c) for i, c in enumerate(columns)], schema=schema)
+
+
+def driver_batch(rows: Sequence[Sequence[Any]], columns: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.RecordBatch:
+    """A record batch of driver rows (pymysql values), through ``normalize``."""
+    kinds = [c["kind"] for c in columns]
+    arrays = []
+    for i, f in enumerate(schema):
+        try:
+            arrays.append(pa.array([normalize(r[i], kinds[i]) for r in rows], type=f.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+            raise FormatError(f"column {f.name!r}: cannot store value as {f.type}: {e}") from e
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+# -- Arrow -> LOAD DATA text --------------------------------------------------------------
+
+# LOAD DATA ... FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '"' ESCAPED BY '' LINES TERMINATED BY '\n':
+# every value is quoted ("" inside), NULL is the bare word NULL; binary values travel as hex (UNHEX),
+# BIT as a decimal number (CAST AS UNSIGNED), everything else as the text MySQL parses back exactly.
+LOAD_FORMAT = ("CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' "
+               "LINES TERMINATED BY '\\n'")
+
+
+def _plain_decimal(arr: pa.Array, scale: int) -> pa.Array:
+    """Decimal values as plain text (``-12.50``), never Arrow's scientific notation."""
+    unscaled = pc.cast(arr.view(pa.decimal256(76, 0)), pa.string())
+    if scale == 0:
+        return unscaled
+    neg = pc.starts_with(unscaled, "-")
+    digits = pc.utf8_lpad(pc.utf8_ltrim(unscaled, "-"), scale + 1, "0")
+    whole = pc.utf8_slice_codeunits(digits, 0, -scale)
+    frac = pc.utf8_slice_codeunits(digits, -scale)
+    return pc.binary_join_element_wise(pc.if_else(neg, "-", ""), whole, ".", frac, "")
+
+
+def load_texts(arr: pa.Array, col: dict[str, Any]) -> pa.Array:
+    """One column as the text LOAD DATA reads back into the same value (nulls stay null)."""
+    kind = col["kind"]
+    if kind in ("string", "json"):
+        return arr
+    if kind == "binary":
+        return pa.array([None if v is None else v.hex() for v in arr.to_pylist()], pa.string())
+    if kind == "decimal":
+        return _plain_decimal(arr, int(col.get("scale") or 0))
+    if kind == "timestamp":
+        return pc.cast(arr.view(pa.timestamp("us")), pa.string())
+    if kind == "time":
+        return pa.array([None if v is None else time_literal(v) for v in arr.to_pylist()], pa.string())
+    if kind == "float32":  # the shortest text of the widened double: MySQL rounds it back to the same float
+        return pc.cast(pc.cast(arr, pa.float64()), pa.string())
+    return pc.cast(arr, pa.string())
+
+
+def load_csv(batch: pa.RecordBatch, columns: Sequence[dict[str, Any]]) -> bytes:
+    """The LOAD DATA text of a batch (see ``LOAD_FORMAT``)."""
+    import pyarrow.csv as pacsv
+
+    arrays = [load_texts(batch.column(i), c) for i, c in enumerate(columns)]
+    table = pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(len(arrays))])
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="all_valid",
+                                                   null_string="NULL", batch_size=8192))
+    return bytes(sink.getvalue())
+
+
+def load_targets(columns: Sequence[dict[str, Any]], quote: Any) -> tuple[str, str]:
+    """The column list and SET clause of LOAD DATA for ``columns`` (user variables where converted)."""
+    targets, sets = [], []
+    for i, c in enumerate(columns):
+        if c["kind"] == "binary":
+            targets.append(f"@v{i}")
+            sets.append(f"{quote(c['name'])} = UNHEX(@v{i})")
+        elif c["kind"] == "bit":
+            targets.append(f"@v{i}")
+            sets.append(f"{quote(c['name'])} = CAST(@v{i} AS UNSIGNED)")
+        else:
+            targets.append(quote(c["name"]))
+    return "(" + ", ".join(targets) + ")", (" SET " + ", ".join(sets)) if sets else ""

@@ -32,12 +32,15 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import pymysql
 import pymysql.cursors
 
@@ -50,24 +53,37 @@ from backupctl.formats.parquet import (
     ROW_ENCODING,
     ROW_GROUP_ROWS,
     ParquetPartWriter,
+    arrow_schema,
     arrow_type,
     canonical,
     column_kind,
+    driver_batch,
+    hash_sum,
     iter_part_rows,
     normalize_row,
-    row_hash,
+    raw_batch,
+    row_hashes,
     select_expr,
     time_literal,
+    value_sizes,
 )
 from backupctl.model import PartResult, TaskSpec
-from backupctl.mysql_conn import MySQLSettings, quote_ident, run_sql, translate
+from backupctl.mysql_conn import (
+    DRIVER_ERRORS,
+    MySQLdb,
+    MySQLSettings,
+    as_pymysql_error,
+    is_raw,
+    quote_ident,
+    run_sql,
+    translate,
+)
 from backupctl.repository import RepoURI, S3Store
 from backupctl.retry import RetryPolicy, is_retryable, policy_from_env
-from backupctl.sources.dynamodb import task_store
 
 CHUNK_ROWS = 100_000
 PART_MAX_BYTES = 256 << 20
-FETCH_ROWS = 2_000
+FETCH_ROWS = 5_000
 CONSISTENCY = ("snapshot", "none")
 
 
@@ -85,6 +101,44 @@ class TableInfo:
     def stored(self) -> list[dict[str, Any]]:
         """The columns a part holds: every non-generated column."""
         return [c for c in self.columns if not c["generated"]]
+
+
+_S3_CLIENTS: dict[tuple[Any, ...], Any] = {}
+_S3_CLIENTS_LOCK = threading.Lock()
+
+
+class SharedClientStore(S3Store):
+    """An S3Store whose client is shared by every thread of the process (boto3 clients are thread-safe).
+
+    ``AwsContext.client`` caches one session and client per thread; creating
+    one loads botocore's service models (~0.3-0.5 s of CPU), which 8 worker
+    threads each paid once per run (docs/adr/0007-mysql-fast-path.md).
+    """
+
+    def __init__(self, aws: AwsContext, region: str, uri: RepoURI, policy: RetryPolicy, scope: str) -> None:
+        super().__init__(aws, region, uri, policy)
+        self.scope = scope
+
+    @property
+    def s3(self) -> Any:
+        # One client per snapshot (scope = its prefix): a run's tasks share it, a later run
+        # (new credentials, a long-lived process) gets its own; the last few are kept.
+        key = (self.scope, self.region, self.aws.endpoint_url, self.aws.profile)
+        with _S3_CLIENTS_LOCK:
+            client = _S3_CLIENTS.get(key)
+            if client is None:
+                client = _S3_CLIENTS[key] = self.aws.client("s3", self.region)
+                while len(_S3_CLIENTS) > 4:
+                    _S3_CLIENTS.pop(next(iter(_S3_CLIENTS)))
+        return client
+
+
+def mysql_task_store(spec: TaskSpec) -> S3Store:
+    """The repository store of a MySQL task (see ``SharedClientStore``)."""
+    aws = AwsContext.from_dict(spec.get("aws"))
+    r = spec["repo"]
+    return SharedClientStore(aws, r["region"], RepoURI(r["bucket"], r["prefix"]), RetryPolicy.from_dict(spec.get("retry")),
+                             str(spec.get("snapshot_prefix", "")))
 
 
 def table_ref(database: str, table: str) -> str:
@@ -330,7 +384,7 @@ class ReadSessions:
                     "(needs the LOCK TABLES privilege; or use --consistency none)")
             try:
                 for _ in range(self.size):
-                    conn = self.settings.connect()
+                    conn = self.settings.connect_raw()
                     self._all.append(conn)
                     run_sql(conn, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ", ())
                     run_sql(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY", (),
@@ -346,7 +400,7 @@ class ReadSessions:
 
     def acquire(self, ctx: TaskContext) -> pymysql.connections.Connection:
         if not self.consistent:
-            return self.settings.connect()
+            return self.settings.connect_raw()
         while True:
             if ctx.stopped:
                 raise Interrupted("stopped")
@@ -361,14 +415,14 @@ class ReadSessions:
             return
         try:
             conn.close()
-        except pymysql.MySQLError:
+        except DRIVER_ERRORS:
             pass
 
     def close(self) -> None:
         for conn in self._all:
             try:
                 conn.close()
-            except pymysql.MySQLError:
+            except DRIVER_ERRORS:
                 pass
         self._all = []
 
@@ -430,6 +484,7 @@ class RollingPartWriter:
         self.chunk = 0
         self.parts: list[PartResult] = []
         self.last_hash = 0
+        self.raw_bytes_total = 0
 
     def add(self, row: tuple[Any, ...], digest_hash: int | None = None) -> int:
         if self.writer is None:
@@ -440,6 +495,33 @@ class RollingPartWriter:
         if self.writer.raw_bytes >= self.max_bytes:
             self._cut()
         return n
+
+    def add_batch(self, batch: pa.RecordBatch, hashes: list[bytes] | None = None) -> list[bytes]:
+        """Add a record batch; parts are cut at the same rows as ``add`` would cut them. Returns the row hashes."""
+        out: list[bytes] = []
+        while batch.num_rows:
+            if self.writer is None:
+                key = self.prefix + f"{self.folder}/part-{self.index:05d}-{self.chunk:04d}.parquet"
+                self.writer = ParquetPartWriter(self.store, key, self.columns, self.row_group_rows)
+            room = self.max_bytes - self.writer.raw_bytes
+            sizes = value_sizes(batch)
+            total = pc.sum(sizes).as_py()
+            if total < room:
+                take, nbytes = batch.num_rows, total
+            else:  # the row whose running size reaches the room closes the part (as ``add`` would)
+                cum = pc.cumulative_sum(sizes)
+                take = max(1, min(batch.num_rows, pc.sum(pc.less(cum, room)).as_py() + 1))
+                nbytes = cum[take - 1].as_py()
+            part = batch.slice(0, take)
+            before = self.writer.raw_bytes
+            hs = self.writer.add_batch(part, None if hashes is None else hashes[len(out):len(out) + take], nbytes)
+            self.raw_bytes_total += self.writer.raw_bytes - before
+            out.extend(hs)
+            self.last_hash = self.writer.last_hash
+            if self.writer.raw_bytes >= self.max_bytes:
+                self._cut()
+            batch = batch.slice(take)
+        return out
 
     def _cut(self) -> None:
         assert self.writer is not None
@@ -466,35 +548,58 @@ def key_positions(columns: list[dict[str, Any]], pk: list[str]) -> list[int] | N
     return [names.index(k) for k in pk]
 
 
-def _export_chunk(spec: TaskSpec, ctx: TaskContext,
-                  conn: pymysql.connections.Connection) -> tuple[list[PartResult], list[PartResult]]:
-    store = task_store(spec)
+def fetch_batches(conn: Any, sql: str, params: list[Any], columns: list[dict[str, Any]],
+                  ctx: TaskContext | None = None) -> Iterator[tuple[pa.RecordBatch, int]]:
+    """(record batch of normal values, rows) of a streaming SELECT of ``columns``, ``FETCH_ROWS`` at a time.
+
+    On a ``connect_raw`` connection (mysqlclient) the rows arrive as raw bytes
+    and are parsed one Arrow column at a time (``raw_batch``); on a pymysql
+    connection through ``normalize`` (``driver_batch``). Driver errors come out
+    as pymysql errors.
+    """
+    schema = arrow_schema(columns)
+    raw = is_raw(conn)
+    cur = conn.cursor(MySQLdb.cursors.SSCursor if raw else pymysql.cursors.SSCursor)
+    try:
+        try:
+            cur.execute(sql, tuple(params))
+            while True:
+                if ctx is not None and ctx.stopped:
+                    raise Interrupted("stopped")
+                rows = cur.fetchmany(FETCH_ROWS)
+                if not rows:
+                    break
+                yield (raw_batch(rows, columns, schema) if raw else driver_batch(rows, columns, schema)), len(rows)
+        finally:
+            cur.close()
+    except DRIVER_ERRORS as e:
+        pe = as_pymysql_error(e)
+        if pe is not e:
+            raise pe from e
+        raise
+
+
+def _export_chunk(spec: TaskSpec, ctx: TaskContext, conn: Any) -> tuple[list[PartResult], list[PartResult]]:
+    store = mysql_task_store(spec)
     prefix, index = spec["snapshot_prefix"], int(spec["index"])
     columns = spec["columns"]
-    kinds = [c["kind"] for c in columns]
     sql, params = chunk_select(spec["database"], spec["table"], columns, spec["primary_key"], spec["lo"], spec["hi"])
     max_bytes, rg = int(spec["part_max_bytes"]), int(spec.get("row_group_rows") or ROW_GROUP_ROWS)
     data = RollingPartWriter(store, prefix, "data", index, columns, max_bytes, rg)
     pos = key_positions(columns, spec["primary_key"]) if spec.get("key_set", True) else None
-    keys = (RollingPartWriter(store, prefix, "keys", index, key_part_columns([columns[i] for i in pos]),
-                              max_bytes, rg) if pos is not None else None)
-    cur = conn.cursor(pymysql.cursors.SSCursor)
+    kcols = [columns[i] for i in pos] if pos is not None else []
+    keys = (RollingPartWriter(store, prefix, "keys", index, key_part_columns(kcols), max_bytes, rg)
+            if pos is not None else None)
+    kschema = arrow_schema(key_part_columns(kcols)) if pos is not None else None
     try:
-        cur.execute(sql, tuple(params))
-        while True:
-            if ctx.stopped:
-                raise Interrupted("stopped")
-            rows = cur.fetchmany(FETCH_ROWS)
-            if not rows:
-                break
-            nbytes = 0
-            for row in rows:
-                norm = normalize_row(row, kinds)
-                nbytes += data.add(norm)
-                if keys is not None and pos is not None:
-                    h = data.last_hash
-                    keys.add((*(norm[i] for i in pos), h.to_bytes(32, "big")), digest_hash=h)
-            ctx.advance(len(rows), nbytes)
+        for batch, n in fetch_batches(conn, sql, params, columns, ctx):
+            before = data.raw_bytes_total
+            hs = data.add_batch(batch)
+            if keys is not None and pos is not None and kschema is not None:
+                kb = pa.RecordBatch.from_arrays([*(batch.column(i) for i in pos), pa.array(hs, pa.binary())],
+                                                schema=kschema)
+                keys.add_batch(kb, hashes=hs)
+            ctx.advance(n, data.raw_bytes_total - before)
         parts = data.finish()
         key_parts = keys.finish() if keys is not None else []
     except pymysql.MySQLError as e:
@@ -506,7 +611,6 @@ def _export_chunk(spec: TaskSpec, ctx: TaskContext,
         data.abort()
         if keys is not None:
             keys.abort()
-        cur.close()
     return parts, key_parts
 
 
@@ -527,7 +631,7 @@ def run_export_task(spec: TaskSpec, ctx: TaskContext, sessions: ReadSessions | N
     """
     if sessions is None:
         sessions = ReadSessions(MySQLSettings.from_dict(spec["mysql"]), spec["database"], spec["table"], "none", 1)
-    store = task_store(spec)
+    store = mysql_task_store(spec)
     index = int(spec["index"])
 
     def attempt() -> tuple[list[PartResult], list[PartResult]]:
@@ -568,33 +672,76 @@ def run_export_task(spec: TaskSpec, ctx: TaskContext, sessions: ReadSessions | N
     }
 
 
+READ_BACK_STREAMS = 2  # connections reading a table back for its digest (integer primary keys)
+READ_BACK_SPLIT_ROWS = 200_000  # below this many rows one stream
+
+
+def _digest_ranges(conn: Any, database: str, table: str, columns: list[dict[str, Any]],
+                   ) -> list[tuple[str, list[Any]]]:
+    """WHERE clauses splitting a table by its integer primary key into ``READ_BACK_STREAMS`` value ranges."""
+    pk = [r[0] for r in run_sql(
+        conn, "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+        "AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", (database, table))]
+    kinds = {c["name"]: c["kind"] for c in columns}
+    if len(pk) != 1 or kinds.get(_text(pk[0])) not in ("int", "uint") or READ_BACK_STREAMS < 2:
+        return [("", [])]
+    ident = quote_ident(_text(pk[0]))
+    lo, hi, n = run_sql(conn, f"SELECT MIN({ident}), MAX({ident}), COUNT(*) FROM {table_ref(database, table)}", ())[0]
+    if lo is None or int(n) < READ_BACK_SPLIT_ROWS:
+        return [("", [])]
+    lo, hi = int(lo), int(hi)
+    cuts = [lo + (hi - lo) * i // READ_BACK_STREAMS for i in range(1, READ_BACK_STREAMS)]
+    out = [(f"{ident} < %s", [cuts[0]])]
+    out += [(f"{ident} >= %s AND {ident} < %s", [a, b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+    out.append((f"{ident} >= %s", [cuts[-1]]))
+    return out
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)
+
+
 def table_digest(settings: MySQLSettings, database: str, table: str, columns: list[dict[str, Any]],
                  progress: Any = None) -> Digest:
-    """The content digest of a live table: one streaming SELECT of the stored columns."""
-    names = [c["name"] for c in columns]
-    kinds = [c["kind"] for c in columns]
-    sql, params = chunk_select(database, table, columns, [], None, None)
-    d = Digest()
+    """The content digest of a live table: streaming SELECTs of the stored columns, hashed column-wise.
+
+    A table with an integer primary key is read as ``READ_BACK_STREAMS``
+    key ranges on as many connections at once; the digest is a sum, so the
+    parts add up whatever the split.
+    """
+    exprs = ", ".join(select_expr(c, quote_ident(c["name"])) for c in columns)
+    base = f"SELECT {exprs} FROM {table_ref(database, table)}"
+    what = f"reading back {database}.{table}"
+
+    def one(where: str, params: list[Any]) -> tuple[int, int]:
+        total, count = 0, 0
+        conn = settings.connect_raw()
+        try:
+            for batch, n in fetch_batches(conn, base + (f" WHERE {where}" if where else ""), params, columns):
+                total += hash_sum(row_hashes(batch, columns))
+                count += n
+                if progress is not None:
+                    progress.advance(n, 0)
+        except pymysql.MySQLError as e:
+            t = translate(e, what)
+            if isinstance(t, BackupctlError):
+                raise t from e
+            raise
+        finally:
+            conn.close()
+        return total, count
+
     conn = settings.connect()
     try:
-        cur = conn.cursor(pymysql.cursors.SSCursor)
-        try:
-            cur.execute(sql, tuple(params))
-            while rows := cur.fetchmany(FETCH_ROWS):
-                for row in rows:
-                    d.add_hash(row_hash(names, kinds, normalize_row(row, kinds)))
-                if progress is not None:
-                    progress.advance(len(rows), 0)
-        finally:
-            cur.close()
-    except pymysql.MySQLError as e:
-        t = translate(e, f"reading back {database}.{table}")
-        if isinstance(t, BackupctlError):
-            raise t from e
-        raise
+        ranges = _digest_ranges(conn, database, table, columns)
     finally:
         conn.close()
-    return d
+    if len(ranges) == 1:
+        results = [one(*ranges[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="backupctl-readback") as pool:
+            results = list(pool.map(lambda r: one(*r), ranges))
+    return Digest(sum(t for t, _ in results) % (1 << 256), sum(c for _, c in results))
 
 
 # -- key sets, watermarks and increments (docs/adr/0005-mysql-incrementals.md) ----------
@@ -860,7 +1007,7 @@ def plan_increment(*, aws: AwsContext, settings: MySQLSettings, info: TableInfo,
 
 
 def _increment(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings) -> dict[str, Any]:
-    store = task_store(spec)
+    store = mysql_task_store(spec)
     prefix = spec["snapshot_prefix"]
     columns, pk = spec["columns"], spec["primary_key"]
     kinds = [c["kind"] for c in columns]
@@ -936,7 +1083,7 @@ def _increment(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings) -> dic
 def run_increment_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
     """Read one increment. Idempotent (same part keys); a dropped connection restarts it in a new read view."""
     settings = settings or MySQLSettings.from_dict(spec["mysql"])
-    store = task_store(spec)
+    store = mysql_task_store(spec)
     result = store.policy.call(lambda: _increment(spec, ctx, settings),
                                f"reading the increment of {spec['database']}.{spec['table']}")
     written = [PartResult(**p) for p in result["parts"] + result["keys"] + result["tombstones"]]

@@ -26,16 +26,35 @@ import pymysql
 from backupctl.engines.local import TaskContext
 from backupctl.errors import BackupctlError, Conflict, FormatError, Interrupted
 from backupctl.formats.dynamodb_json import Digest
-from backupctl.formats.parquet import iter_part_rows, row_hash, sql_value
+from backupctl.formats.parquet import (
+    LOAD_FORMAT,
+    hash_sum,
+    iter_part_batches,
+    iter_part_rows,
+    load_csv,
+    load_targets,
+    normalize,
+    row_hash,
+    row_hashes,
+    sql_value,
+)
 from backupctl.model import TaskSpec
-from backupctl.mysql_conn import MySQLSettings, quote_ident, run_sql, translate
+from backupctl.mysql_conn import (
+    ER_DUP_ENTRY,
+    INFILE_NAME,
+    MySQLSettings,
+    load_data,
+    quote_ident,
+    run_sql,
+    translate,
+)
 from backupctl.retry import RetryPolicy, policy_from_env
-from backupctl.sources.dynamodb import task_store
-from backupctl.sources.mysql import read_columns, table_ref
+from backupctl.sources.mysql import mysql_task_store, read_columns, table_ref
 
 MODES = ("new", "upsert", "replace", "truncate", "append")
 INSERT_ROWS = 5_000  # rows handed to one executemany (split further to fit max_allowed_packet)
 COMMIT_ROWS = 50_000
+LOAD_ROWS = 25_000  # rows per LOAD DATA statement (one transaction each)
 MAX_STATEMENT_BYTES = 8 << 20
 
 _INT_WIDTH = re.compile(r"^(tinyint|smallint|mediumint|int|integer|bigint)\(\d+\)")
@@ -143,17 +162,96 @@ def plan_load(*, aws: dict[str, Any], settings: MySQLSettings, manifest_parts: l
     ]
 
 
+def load_sql(database: str, table: str, columns: list[dict[str, Any]]) -> str:
+    """``LOAD DATA LOCAL INFILE`` of ``load_csv`` text into ``columns`` (see ``formats.parquet.LOAD_FORMAT``)."""
+    targets, sets = load_targets(columns, quote_ident)
+    return (f"LOAD DATA LOCAL INFILE '{INFILE_NAME}' INTO TABLE {table_ref(database, table)} {LOAD_FORMAT} "
+            f"{targets}{sets}")
+
+
 def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
-    """Load one part. Checks its sha256 first and its row count and digest as it is read."""
+    """Load one part. Checks its sha256 first and its row count and digest as it is read.
+
+    Plain inserts stream the part's Arrow batches as ``LOAD DATA LOCAL``
+    text (one statement and commit per ``LOAD_ROWS`` rows); upserts use
+    multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``.
+    """
+    if spec.get("upsert"):
+        return _run_upsert_task(spec, ctx, settings)
     settings = settings or MySQLSettings.from_dict(spec["mysql"])
-    store = task_store(spec)
+    store = mysql_task_store(spec)
     part = spec["part"]
     columns = spec["columns"]
-    names = [c["name"] for c in columns]
+    sql = load_sql(spec["database"], spec["table"], columns)
+    state = {"committed": 0, "hashed": 0, "sum": 0}
+    what = f"loading part {part['key']} into {spec['database']}.{spec['table']}"
+
+    with tempfile.TemporaryFile(prefix="backupctl-load-") as tmp:
+        sha = store.download_to(spec["snapshot_prefix"] + part["key"], tmp)
+        if sha != part["sha256"]:
+            raise FormatError(f"part {part['key']} is corrupt: sha256 {sha} != manifest {part['sha256']}")
+
+        def attempt() -> None:
+            conn = settings.connect_load()
+            try:
+                session_setup(conn)
+                conn.autocommit(False)
+                tmp.seek(0)
+                pos = 0
+                for batch in iter_part_batches(tmp, columns, LOAD_ROWS, what=f"part {part['key']}"):
+                    if ctx.stopped:
+                        raise Interrupted("stopped")
+                    n = batch.num_rows
+                    if pos >= state["hashed"]:
+                        state["sum"] += hash_sum(row_hashes(batch, columns))
+                        state["hashed"] = pos + n
+                    if pos >= state["committed"]:
+                        _load_batch(conn, sql, batch, columns, what)
+                        conn.commit()
+                        state["committed"] = pos + n
+                        ctx.advance(n, 0)
+                    pos += n
+            except pymysql.MySQLError as e:
+                try:
+                    conn.rollback()
+                except pymysql.MySQLError:
+                    pass
+                t = translate(e, what)
+                if isinstance(t, BackupctlError):
+                    raise t from e
+                raise
+            finally:
+                conn.close()
+
+        store.policy.call(attempt, what)
+    digest = Digest(state["sum"] % (1 << 256), state["hashed"])
+    if digest.count != int(part["rows"]) or digest.hexdigest() != part["digest"]:
+        raise FormatError(f"part {part['key']}: read {digest.count} rows (manifest says {part['rows']}) "
+                          "or its content digest differs")
+    return {"task_id": spec["task_id"], "rows": digest.count, "digest": digest.hexdigest()}
+
+
+def _load_batch(conn: Any, sql: str, batch: Any, columns: list[dict[str, Any]], what: str) -> None:
+    """One LOAD DATA of a batch; any warning (LOCAL turns errors into warnings) rolls back and fails."""
+    rows, warnings = load_data(conn, sql, load_csv(batch, columns))
+    if warnings or rows != batch.num_rows:
+        shown = run_sql(conn, "SHOW WARNINGS LIMIT 3", ())
+        conn.rollback()
+        if any(int(w[1]) == ER_DUP_ENTRY for w in shown):
+            raise Conflict(f"{what}: " + "; ".join(str(w[2]) for w in shown))
+        detail = "; ".join(f"{w[1]}: {w[2]}" for w in shown) or f"{rows} of {batch.num_rows} rows loaded"
+        raise FormatError(f"{what}: the server did not take every value as it is ({detail})")
+
+
+def _run_upsert_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
+    """Upsert one part: multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``, resumed from the last commit."""
+    settings = settings or MySQLSettings.from_dict(spec["mysql"])
+    store = mysql_task_store(spec)
+    part = spec["part"]
+    columns = spec["columns"]
     kinds = [c["kind"] for c in columns]
-    sql = insert_sql(spec["database"], spec["table"], columns, bool(spec.get("upsert")))
-    digest = Digest()
-    state = {"committed": 0, "hashed": 0}
+    sql = insert_sql(spec["database"], spec["table"], columns, True)
+    state = {"committed": 0, "hashed": 0, "sum": 0}
     what = f"loading part {part['key']} into {spec['database']}.{spec['table']}"
 
     with tempfile.TemporaryFile(prefix="backupctl-load-") as tmp:
@@ -170,34 +268,24 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
                 cur = conn.cursor()
                 cur.max_stmt_length = max(64 << 10, min(MAX_STATEMENT_BYTES, packet - (64 << 10)))
                 tmp.seek(0)
-                pos, pending = 0, 0
-                batch: list[list[Any]] = []
-
-                def flush(commit: bool) -> None:
-                    nonlocal batch, pending
-                    if batch:
-                        cur.executemany(sql, batch)
-                        pending += len(batch)
-                        ctx.advance(len(batch), 0)
-                        batch = []
-                    if commit and pending:
-                        conn.commit()
-                        state["committed"] = pos
-                        pending = 0
-
-                for rows in iter_part_rows(tmp, columns, what=f"part {part['key']}"):
+                pos = 0
+                for batch in iter_part_batches(tmp, columns, INSERT_ROWS, what=f"part {part['key']}"):
                     if ctx.stopped:
                         raise Interrupted("stopped")
-                    for row in rows:
-                        if pos >= state["hashed"]:
-                            digest.add_hash(row_hash(names, kinds, row))
-                            state["hashed"] = pos + 1
-                        if pos >= state["committed"]:
-                            batch.append([sql_value(v, k) for v, k in zip(row, kinds, strict=True)])
-                        pos += 1
-                        if len(batch) >= INSERT_ROWS:
-                            flush(commit=pending + len(batch) >= COMMIT_ROWS)
-                flush(commit=True)
+                    n = batch.num_rows
+                    if pos >= state["hashed"]:
+                        state["sum"] += hash_sum(row_hashes(batch, columns))
+                        state["hashed"] = pos + n
+                    if pos >= state["committed"]:
+                        cols = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+                        cur.executemany(sql, [[sql_value(normalize(v, k), k) for v, k in zip(vals, kinds, strict=True)]
+                                              for vals in zip(*cols, strict=True)])
+                        ctx.advance(n, 0)
+                        if pos + n - state["committed"] >= COMMIT_ROWS:
+                            conn.commit()
+                            state["committed"] = pos + n
+                    pos += n
+                conn.commit()
                 state["committed"] = pos
             except pymysql.MySQLError as e:
                 try:
@@ -212,6 +300,7 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
                 conn.close()
 
         store.policy.call(attempt, what)
+    digest = Digest(state["sum"] % (1 << 256), state["hashed"])
     if digest.count != int(part["rows"]) or digest.hexdigest() != part["digest"]:
         raise FormatError(f"part {part['key']}: read {digest.count} rows (manifest says {part['rows']}) "
                           "or its content digest differs")
@@ -254,7 +343,7 @@ def plan_delete(*, aws: dict[str, Any], settings: MySQLSettings, tombstone_parts
 def run_delete_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
     """Delete the keys of one tombstone part. Checks its sha256, count and digest; idempotent (retried whole)."""
     settings = settings or MySQLSettings.from_dict(spec["mysql"])
-    store = task_store(spec)
+    store = mysql_task_store(spec)
     part = spec["part"]
     columns = spec["columns"]
     names = [c["name"] for c in columns]
