@@ -479,3 +479,39 @@ def restore_mysql(
         "duration_s": round(time.monotonic() - started, 3),
         "engine": engine.name,
     }
+
+
+# -- Redshift (and PostgreSQL, its local stand-in) ------------------------------------
+
+
+@dataclass
+class RedshiftRestoreOptions:
+    snapshot_id: str
+    target_uri: str  # redshift://USER@HOST[:PORT]/DB or postgres://USER@HOST[:PORT]/DB
+    region: str
+    table: str | None = None  # SCHEMA.TABLE (default public.<source table>)
+    repo_uri: str | None = None
+    insert_mode: str | None = None  # KEEP_EXISTING | OVERWRITE_EXISTING (default) | TRUNCATE | APPEND
+    iam_role: str | None = None
+    dist_key: str | None = None
+    sort_key: list[str] | None = None
+    password_file: str | None = None
+    dry_run: bool = False
+    verify: bool = True
+
+
+def restore_redshift(
+    aws: AwsContext,
+    opts: RedshiftRestoreOptions,
+    progress_factory: Callable[[str, int | None], Any] | None = None,
+    on_event: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Restore a MySQL (whole chain) or DynamoDB snapshot into a Redshift or stand-in PostgreSQL table.
+
+    One transaction: staging tables loaded by COPY, then the insert mode;
+    any failure leaves the target as it was. See backupctl/targets/redshift.py
+    and docs/adr/0006-redshift-target.md.
+    """
+    from backupctl.targets import redshift as redshift_target  # psycopg is imported only when needed
+
+    return redshift_target.restore(aws, opts, progress_factory=progress_factory, on_event=on_event)

@@ -1,0 +1,562 @@
+"""Redshift as a target (and PostgreSQL as its local stand-in): staging tables, COPY, one-transaction merge.
+
+A restore is one transaction on one connection::
+
+    BEGIN
+    CREATE TABLE IF NOT EXISTS target (...)            -- types: redshift_sql, docs/adr/0006
+    [DELETE FROM target]                               -- TRUNCATE (Redshift's TRUNCATE would commit)
+    for each snapshot of the chain (full first, then each increment):
+      [CREATE TEMP TABLE tomb; COPY tomb; DELETE FROM target USING tomb WHERE key = ...]   -- increments
+      CREATE TEMP TABLE stage (...); COPY stage; SELECT COUNT(*) FROM stage
+      <insert mode>: INSERT ... WHERE NOT EXISTS | DELETE ... USING + INSERT | INSERT
+      DROP TABLE stage
+    SELECT COUNT(*) FROM target                        -- + read-back digest on the stand-in
+    COMMIT
+
+On Redshift the COPY reads the snapshot's own parts from S3 through a COPY
+manifest that backupctl writes to ``runs/redshift/<snapshot-id>/`` in the
+repository (never under the snapshot itself). On PostgreSQL the same COPY
+target is fed from the client (``COPY ... FROM STDIN``), streaming Parquet
+record batches / gzip lines, so memory stays bounded. Any failure rolls the
+whole transaction back: the target is exactly as it was.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta
+from typing import IO, Any
+
+import orjson
+import psycopg
+
+from backupctl.aws import AwsContext, validate_region
+from backupctl.errors import (
+    Conflict,
+    FormatError,
+    Interrupted,
+    InvalidInput,
+    NotFound,
+    VerificationFailed,
+)
+from backupctl.formats.dynamodb_json import Digest, combine_hex, decode_line, item_hash
+from backupctl.formats.parquet import iter_part_rows, normalize, row_hash, time_micros
+from backupctl.model import check_snapshot_id
+from backupctl.pg_conn import PgSettings, quote_ident, settings_from_uri, translate
+from backupctl.repository import Repository, S3Store, parse_repo_uri
+from backupctl.restore import RedshiftRestoreOptions, mysql_chain
+from backupctl.targets import redshift_sql as rsql
+from backupctl.targets.redshift_sql import Column, TablePlan
+
+RUNS_PREFIX = "runs/redshift/"
+COPY_BATCH_ROWS = 5_000
+_COPY_LINE_RE = re.compile(r"COPY \S+, line (\d+)(?:, column ([^:]+))?")
+
+
+@dataclass
+class Link:
+    """One snapshot the restore applies: its parts, tombstones and the table digest after it."""
+
+    snapshot_id: str
+    prefix: str
+    mode: str
+    parts: list[dict[str, Any]]
+    tombstones: list[dict[str, Any]]
+    rows: int
+    content_digest: str
+    table_rows: int
+    table_digest: str
+
+    @property
+    def deleted(self) -> int:
+        return sum(int(p["rows"]) for p in self.tombstones)
+
+
+@dataclass
+class Step:
+    sql: str
+    kind: str = "sql"  # sql | copy | count_stage | delete_tombstones | count_table | begin | commit
+    stage: str | None = None
+    link: int | None = None
+    parts: str | None = None  # "data" | "tombstones" (copy steps)
+    expect: int | None = None
+    what: str = ""
+
+
+@dataclass
+class Loaded:
+    rows: int = 0
+    deleted: int = 0
+    part_digests: list[str] = field(default_factory=list)
+
+
+def manifest_key(snapshot_id: str, what: str) -> str:
+    """Where the COPY manifest of a snapshot's data (``copy``) or tombstones lives in the repository."""
+    return f"{RUNS_PREFIX}{snapshot_id}/{'copy' if what == 'data' else 'tombstones'}.manifest"
+
+
+def jsonpaths_key(snapshot_id: str) -> str:
+    return f"{RUNS_PREFIX}{snapshot_id}/copy.jsonpaths"
+
+
+def build_steps(plan: TablePlan, links: list[Link], mode: str, dialect: str, store: S3Store | None,
+                iam_role: str = "", verify_rows: int | None = None) -> list[Step]:
+    """Every statement of the restore, in order (the script ``--dry-run`` prints)."""
+
+    def url(key: str) -> str:
+        return store.url(key) if store is not None else f"s3://BUCKET/{key}"
+
+    jp = url(jsonpaths_key(links[-1].snapshot_id)) if plan.source_kind == "dynamodb" else None
+    steps = [Step("BEGIN", kind="begin"),
+             Step(rsql.create_table_sql(plan, dialect), what=f"creating {plan.schema}.{plan.table}")]
+    if mode == "TRUNCATE":
+        steps.append(Step(rsql.empty_table_sql(plan), what=f"emptying {plan.schema}.{plan.table}"))
+    key_cols = [plan.column(k) for k in plan.key]
+    for i, link in enumerate(links):
+        link_mode = mode if i == 0 else "OVERWRITE_EXISTING"
+        if link.tombstones:
+            st = f"backupctl_tomb_{i}"
+            steps += [
+                Step(rsql.create_stage_sql(st, key_cols, dialect)),
+                Step(rsql.copy_sql(st, key_cols, dialect, manifest_url=url(manifest_key(link.snapshot_id, "tombstones")),
+                                   iam_role=iam_role), kind="copy", stage=st, link=i, parts="tombstones"),
+                Step(rsql.count_sql(quote_ident(st)), kind="count_stage", stage=st, link=i, expect=link.deleted),
+                Step(rsql.delete_matching_sql(plan, st, dialect), kind="delete_tombstones", link=i,
+                     what=f"{link.snapshot_id}: deleting tombstoned keys"),
+                Step(rsql.drop_stage_sql(st)),
+            ]
+        st = f"backupctl_stage_{i}"
+        steps += [
+            Step(rsql.create_stage_sql(st, plan.columns, dialect)),
+            Step(rsql.copy_sql(st, plan.columns, dialect, manifest_url=url(manifest_key(link.snapshot_id, "data")),
+                               iam_role=iam_role, jsonpaths_url=jp), kind="copy", stage=st, link=i, parts="data"),
+            Step(rsql.count_sql(quote_ident(st)), kind="count_stage", stage=st, link=i, expect=link.rows),
+            *[Step(s, link=i, what=f"{link.snapshot_id}: {link_mode} into {plan.schema}.{plan.table}")
+              for s in rsql.apply_sql(plan, st, link_mode, dialect)],
+            Step(rsql.drop_stage_sql(st)),
+        ]
+    steps.append(Step(rsql.count_sql(plan.ref), kind="count_table", expect=verify_rows))
+    steps.append(Step("COMMIT", kind="commit"))
+    return steps
+
+
+def render(steps: list[Step], dialect: str) -> str:
+    out = []
+    for s in steps:
+        if s.kind == "copy" and dialect == "postgres":
+            out.append(f"{s.sql};  -- once per part, streamed by backupctl")
+        else:
+            out.append(s.sql + ";")
+    return "\n".join(out) + "\n"
+
+
+# -- the restore ---------------------------------------------------------------------
+
+
+def _links(repo: Repository, prefix: str, manifest: Any, schema_doc: dict[str, Any]) -> list[Link]:
+    if manifest.source.get("kind") == "dynamodb":
+        parts = [p.to_dict() for p in manifest.parts]
+        return [Link(manifest.id, prefix, manifest.mode, parts, [], manifest.rows, manifest.content_digest,
+                     manifest.rows, manifest.content_digest)]
+    chain = mysql_chain(repo, prefix, manifest)
+    for link in chain:
+        other = repo.read_schema(link.prefix) if link.prefix != prefix else schema_doc
+        if (other.get("stored_columns") != schema_doc.get("stored_columns")
+                or other.get("primary_key") != schema_doc.get("primary_key")):
+            raise FormatError(f"snapshot {link.manifest.id} has other columns than {manifest.id}: the chain is invalid")
+    out = []
+    for link in chain:
+        rows, digest = link.table_digest
+        out.append(Link(link.manifest.id, link.prefix, link.manifest.mode, [p.to_dict() for p in link.manifest.parts],
+                        link.tombstones, link.manifest.rows, link.manifest.content_digest, rows, digest))
+    return out
+
+
+def restore(
+    aws: AwsContext,
+    opts: RedshiftRestoreOptions,
+    progress_factory: Callable[[str, int | None], Any] | None = None,
+    on_event: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Restore ``opts.snapshot_id`` into a Redshift (or stand-in PostgreSQL) table; see the module doc."""
+    settings = settings_from_uri(opts.target_uri, opts.password_file, "--to")
+    dialect = settings.dialect
+    check_snapshot_id(opts.snapshot_id)
+    validate_region(opts.region, "--region")
+    if opts.repo_uri is not None:
+        parse_repo_uri(opts.repo_uri)
+    mode = rsql.check_insert_mode(opts.insert_mode)
+    iam_role = rsql.check_iam_role(opts.iam_role, dialect) or ""
+    cluster_region = settings.cluster_region
+    if dialect == "redshift" and cluster_region and cluster_region != opts.region:
+        raise InvalidInput(f"the cluster is in {cluster_region}, the repository in {opts.region}: Redshift COPY "
+                           "from Parquet reads only buckets in the cluster's region")
+    say = on_event or (lambda _m: None)
+    started = time.monotonic()
+    aws.check_credentials()
+    repo = Repository.open(aws, opts.region, opts.repo_uri, create=False)
+    prefix, manifest = repo.find_snapshot(opts.snapshot_id)
+    kind = manifest.source.get("kind")
+    if kind not in ("mysql", "dynamodb"):
+        raise InvalidInput(f"snapshot {manifest.id} is a {kind} snapshot: Redshift restores take MySQL or DynamoDB")
+    schema_doc = repo.read_schema(prefix)
+    schema, table = rsql.parse_table(opts.table, f"public.{schema_doc['table_name']}")
+    build = rsql.mysql_plan if kind == "mysql" else rsql.dynamodb_plan
+    plan = build(schema_doc, schema, table, opts.dist_key, opts.sort_key)
+    links = _links(repo, prefix, manifest, schema_doc)
+    if not plan.key and mode in ("KEEP_EXISTING", "OVERWRITE_EXISTING"):
+        raise InvalidInput(f"snapshot {manifest.id} has no primary key: --insert-mode {mode} needs one to match "
+                           "rows; use TRUNCATE or APPEND")
+    if len(links) > 1 and mode in ("KEEP_EXISTING", "APPEND"):
+        raise InvalidInput(f"--insert-mode {mode} cannot apply increments (they replace and delete rows); "
+                           "use OVERWRITE_EXISTING or TRUNCATE")
+
+    manifests: dict[str, dict[str, Any]] = {}
+    if dialect == "redshift":
+        for link in links:
+            manifests[manifest_key(link.snapshot_id, "data")] = rsql.copy_manifest(
+                [(repo.store.url(link.prefix + p["key"]), int(p["bytes"])) for p in link.parts])
+            if link.tombstones:
+                manifests[manifest_key(link.snapshot_id, "tombstones")] = rsql.copy_manifest(
+                    [(repo.store.url(link.prefix + p["key"]), int(p["bytes"])) for p in link.tombstones])
+        if plan.source_kind == "dynamodb":
+            manifests[jsonpaths_key(links[-1].snapshot_id)] = rsql.jsonpaths(plan)
+    target = {"kind": dialect, "host": settings.host, "port": settings.port, "database": settings.database,
+              "schema": schema, "table": table}
+    loaded_rows = sum(link.rows for link in links)
+    want_rows, want_digest = links[-1].table_rows, links[-1].table_digest
+    plan_doc = {
+        "snapshot_id": manifest.id,
+        "source": manifest.source,
+        "target": target,
+        "insert_mode": mode,
+        "dialect": dialect,
+        "chain": [{"snapshot_id": link.snapshot_id, "mode": link.mode, "rows": link.rows, "deleted": link.deleted}
+                  for link in links],
+        "columns": [{"name": c.name, "type": c.type if dialect == "redshift" else rsql.pg_type(c.type),
+                     "staging_type": c.stage_type if dialect == "redshift" else rsql.pg_type(c.stage_type)}
+                    for c in plan.columns],
+        "primary_key": plan.key,
+        "dist_key": plan.dist_key if dialect == "redshift" else None,
+        "sort_key": plan.sort_key if dialect == "redshift" else [],
+        "copy_manifests": {repo.store.url(k): v for k, v in manifests.items()},
+        "rows": loaded_rows,
+        "deleted": sum(link.deleted for link in links),
+        "parts": sum(len(link.parts) + len(link.tombstones) for link in links),
+        "bytes": sum(int(p["bytes"]) for link in links for p in link.parts),
+    }
+    if opts.dry_run:
+        steps = build_steps(plan, links, mode, dialect, repo.store, iam_role)
+        return {**plan_doc, "sql": [s.sql for s in steps], "script": render(steps, dialect), "dry_run": True}
+
+    conn = settings.connect()
+    try:
+        exists, empty = _target_state(conn, settings, plan)
+        say(f"loading into {settings.describe()} (backend pid {conn.info.backend_pid})")
+        table_level = not exists or empty or mode == "TRUNCATE"
+        steps = build_steps(plan, links, mode, dialect, repo.store, iam_role,
+                            verify_rows=want_rows if table_level else None)
+        for key, doc in manifests.items():
+            say(f"writing {repo.store.url(key)}")
+            repo.store.put_json(key, doc)
+        total = loaded_rows + sum(link.deleted for link in links)
+        if progress_factory is None:
+            loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, None, say)
+            readback = _verify(conn, settings, plan, schema_doc, opts.verify and table_level, want_rows, want_digest, say)
+            _commit(conn, settings)
+        else:
+            with progress_factory(f"restore {schema}.{table}", total) as progress:
+                loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, progress, say)
+                readback = _verify(conn, settings, plan, schema_doc, opts.verify and table_level, want_rows,
+                                   want_digest, say)
+                _commit(conn, settings)
+    except BaseException:
+        _rollback(conn)
+        raise
+    finally:
+        conn.close()
+
+    table_rows, digest = readback
+    if digest is not None:
+        verification = "table"
+    elif table_level and opts.verify:
+        verification = "counts"
+    elif opts.verify:
+        verification = "parts"
+    else:
+        verification = "skipped"
+    result: dict[str, Any] = {
+        "snapshot_id": manifest.id,
+        "target": target,
+        "insert_mode": mode,
+        "dialect": dialect,
+        "chain": [link.snapshot_id for link in links],
+        "rows": loaded.rows,
+        "deleted": loaded.deleted,
+        "table_rows": table_rows,
+        "parts": plan_doc["parts"],
+        "bytes": plan_doc["bytes"],
+        "verification": verification,
+        "duration_s": round(time.monotonic() - started, 3),
+    }
+    if digest is not None:
+        result["digest"] = digest
+    elif dialect == "postgres" and len(links) == 1 and loaded.part_digests:
+        result["digest"] = combine_hex(loaded.part_digests)  # the loaded parts' digest, checked against the manifest
+    if dialect == "redshift":
+        result["copy_manifests"] = [repo.store.url(k) for k in manifests]
+    return result
+
+
+def _target_state(conn: psycopg.Connection[Any], settings: PgSettings, plan: TablePlan) -> tuple[bool, bool]:
+    """(exists, empty) of the target; refuses a missing schema (3) or a table with other columns (4)."""
+    what = f"reading the state of {plan.schema}.{plan.table}"
+    try:
+        if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (plan.schema,)).fetchone() is None:
+            raise NotFound(f"schema '{plan.schema}' does not exist in database '{settings.database}' "
+                           "(create it first: backupctl creates tables, not schemas)")
+        cols = [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+            "ORDER BY ordinal_position", (plan.schema, plan.table)).fetchall()]
+        if not cols:
+            return False, True
+        want = [c.name for c in plan.columns]
+        if cols != want:
+            raise Conflict(f"table '{plan.schema}.{plan.table}' has columns {cols}, the snapshot {want}: "
+                           "refusing to load")
+        empty = conn.execute(f"SELECT 1 FROM {plan.ref} LIMIT 1").fetchone() is None
+        return True, empty
+    except psycopg.Error as e:
+        raise translate(e, what) from e
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    if conn.closed:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except psycopg.Error:
+        pass
+
+
+def _commit(conn: psycopg.Connection[Any], settings: PgSettings) -> None:
+    try:
+        conn.execute("COMMIT")
+    except psycopg.Error as e:
+        raise translate(e, f"committing on {settings.describe()}") from e
+
+
+def _run(conn: psycopg.Connection[Any], settings: PgSettings, steps: list[Step], plan: TablePlan, links: list[Link],
+         store: S3Store, schema_doc: dict[str, Any], progress: Any, say: Callable[[str], None]) -> Loaded:
+    loaded = Loaded()
+    for step in steps:
+        if step.kind == "commit":
+            break  # committed by the caller after the read-back check
+        what = step.what or f"running {step.sql.split('(')[0].strip()[:60]}"
+        try:
+            if step.kind == "copy" and settings.dialect == "postgres":
+                assert step.link is not None and step.parts is not None
+                link = links[step.link]
+                parts = link.parts if step.parts == "data" else link.tombstones
+                for part in parts:
+                    msg = f"{link.snapshot_id}: loading {step.parts} part {part['key']}"
+                    if progress is not None and hasattr(progress, "note"):
+                        progress.note(msg)  # per-part news goes to the progress bar, not the log
+                    else:
+                        say(msg)
+                    loaded.part_digests.append(
+                        _stream_part(conn, step, plan, link, part, store, schema_doc, progress, say))
+                continue
+            if step.kind == "copy":
+                assert step.link is not None
+                link = links[step.link]
+                if not (link.parts if step.parts == "data" else link.tombstones):
+                    continue  # COPY refuses an empty manifest; the staging table stays empty
+                say(f"{link.snapshot_id}: COPY {step.parts} from S3")
+            cur = conn.execute(step.sql)
+            if step.kind in ("count_stage", "count_table"):
+                row = cur.fetchone()
+                got = int(row[0]) if row else 0
+                if step.expect is not None and got != step.expect:
+                    where = (f"staging table of {links[step.link].snapshot_id}" if step.link is not None
+                             else f"table {plan.schema}.{plan.table}")
+                    raise VerificationFailed(f"{where} holds {got} rows, the snapshot says {step.expect}; "
+                                             "nothing was committed")
+            elif step.kind == "delete_tombstones":
+                loaded.deleted += max(0, cur.rowcount)
+                if progress is not None and step.link is not None:
+                    progress.advance(links[step.link].deleted, 0)
+            elif step.kind == "copy" and progress is not None and step.link is not None and step.parts == "data":
+                progress.advance(links[step.link].rows, 0)
+        except psycopg.Error as e:
+            raise translate(e, what) from e
+    loaded.rows = sum(lk.rows for lk in links)
+    return loaded
+
+
+# -- client-side COPY (the stand-in) ---------------------------------------------------
+
+
+def _check_len(value: Any, col: Column, part: str, row: int) -> None:
+    if col.max_bytes is None or value is None:
+        return
+    n = len(value.encode()) if isinstance(value, str) else len(value) if isinstance(value, bytes) else 0
+    if n > col.max_bytes:
+        raise Conflict(f"{part}, row {row}, column {col.name!r}: {n} bytes do not fit "
+                       f"{col.stage_type} (Redshift lengths are bytes); nothing was committed")
+
+
+def _copy_value(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if kind == "time":
+        return time_micros(value)
+    if kind == "timestamp":
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _stream_part(conn: psycopg.Connection[Any], step: Step, plan: TablePlan, link: Link, part: dict[str, Any],
+                 store: S3Store, schema_doc: dict[str, Any], progress: Any, say: Callable[[str], None]) -> str:
+    """COPY one part into the staging table from the client; check its sha256, rows and digest. Returns the digest."""
+    key = part["key"]
+    with tempfile.TemporaryFile(prefix="backupctl-rs-") as tmp:
+        sha = store.download_to(link.prefix + key, tmp)
+        if sha != part["sha256"]:
+            raise FormatError(f"part {key} of {link.snapshot_id} is corrupt: sha256 {sha} != manifest {part['sha256']}")
+        digest = Digest()
+        row_no = 0
+        if plan.source_kind == "dynamodb":
+            rows: Iterator[list[tuple[Any, ...]]] = _dynamodb_rows(tmp, plan, key, digest)
+            cols = plan.columns
+        else:
+            stored = [c for c in schema_doc["columns"] if not c["generated"]]
+            if step.parts == "tombstones":
+                stored = [next(c for c in stored if c["name"] == k) for k in plan.key]
+                cols = [plan.column(k) for k in plan.key]
+            else:
+                cols = plan.columns
+            rows = _mysql_rows(tmp, stored, key, digest)
+        try:
+            with conn.cursor() as cur, cur.copy(step.sql) as cp:
+                for batch in rows:
+                    for r in batch:
+                        row_no += 1
+                        for v, c in zip(r, cols, strict=True):
+                            _check_len(v, c, f"part {key} of {link.snapshot_id}", row_no)
+                        cp.write_row(r)
+                    if progress is not None:
+                        progress.advance(len(batch), 0)
+        except psycopg.Error as e:
+            ctx = getattr(e.diag, "context", None) or ""
+            m = _COPY_LINE_RE.search(ctx)
+            where = f"part {key} of {link.snapshot_id}"
+            if m:
+                where += f", row {m.group(1)}" + (f", column {m.group(2)}" if m.group(2) else "")
+            raise translate(e, f"loading {where}") from e
+        except KeyboardInterrupt as e:
+            raise Interrupted("interrupted: nothing was committed") from e
+    if digest.count != int(part["rows"]) or digest.hexdigest() != part["digest"]:
+        raise FormatError(f"part {key} of {link.snapshot_id}: read {digest.count} rows (manifest says "
+                          f"{part['rows']}) or its content digest differs; nothing was committed")
+    return digest.hexdigest()
+
+
+def _mysql_rows(f: IO[bytes], stored: list[dict[str, Any]], key: str,
+                digest: Digest) -> Iterator[list[tuple[Any, ...]]]:
+    names = [c["name"] for c in stored]
+    kinds = [c["kind"] for c in stored]
+    for batch in iter_part_rows(f, stored, batch_rows=COPY_BATCH_ROWS, what=f"part {key}"):
+        out = []
+        for row in batch:
+            digest.add_hash(row_hash(names, kinds, row))
+            out.append(tuple(_copy_value(v, k) for v, k in zip(row, kinds, strict=True)))
+        yield out
+
+
+def _dynamodb_rows(f: IO[bytes], plan: TablePlan, key: str, digest: Digest) -> Iterator[list[tuple[Any, ...]]]:
+    keys = [(c.name, c.kind[-1]) for c in plan.columns if c.name != rsql.ITEM_COLUMN]
+    batch: list[tuple[Any, ...]] = []
+    try:
+        with gzip.GzipFile(fileobj=f, mode="rb") as gz:
+            for n, line in enumerate(gz, start=1):
+                if not line.strip():
+                    continue
+                item = decode_line(line)
+                digest.add_hash(item_hash(item))
+                raw = orjson.loads(line)["Item"]
+                try:
+                    vals = [raw[name][t] for name, t in keys]
+                except (KeyError, TypeError) as e:
+                    raise FormatError(f"part {key}, line {n}: key attribute {e} missing or of another type") from e
+                batch.append((*vals, orjson.dumps(raw).decode()))
+                if len(batch) >= COPY_BATCH_ROWS:
+                    yield batch
+                    batch = []
+    except (OSError, EOFError, zlib.error) as e:
+        raise FormatError(f"part {key} is not valid gzip: {e}") from e
+    if batch:
+        yield batch
+
+
+# -- verification -------------------------------------------------------------------
+
+
+def _from_pg(value: Any, kind: str) -> Any:
+    """A value read back from the stand-in in the normal form of its MySQL kind."""
+    if value is None:
+        return None
+    if kind in ("int", "uint", "year", "bit"):
+        return int(value)
+    if kind == "time":
+        return timedelta(microseconds=int(value))
+    if kind == "binary":
+        return bytes(value)
+    return normalize(value, kind)
+
+
+def _verify(conn: psycopg.Connection[Any], settings: PgSettings, plan: TablePlan, schema_doc: dict[str, Any],
+            table_level: bool, want_rows: int, want_digest: str, say: Callable[[str], None]) -> tuple[int, str | None]:
+    """(rows in the target, read-back digest or None), inside the transaction, before COMMIT.
+
+    On the stand-in the target is read back and digested like the source
+    (``mysql-row-v1`` / DynamoDB items); Redshift gets the row count only
+    (its COPY ran server-side: a digest would mean reading the table back).
+    """
+    what = f"reading back {plan.schema}.{plan.table}"
+    try:
+        row = conn.execute(rsql.count_sql(plan.ref)).fetchone()
+        rows = int(row[0]) if row else 0
+        if not table_level or settings.dialect != "postgres":
+            return rows, None
+        say(f"reading back {plan.schema}.{plan.table} to verify")
+        digest = Digest()
+        exprs = [f"CAST({quote_ident(c.name)} AS TEXT)" if c.type == "SUPER" else quote_ident(c.name)
+                 for c in plan.columns]
+        with conn.cursor() as cur:
+            if plan.source_kind == "dynamodb":
+                for (text,) in cur.stream(f"SELECT CAST({quote_ident(rsql.ITEM_COLUMN)} AS TEXT) FROM {plan.ref}"):
+                    digest.add_hash(item_hash(decode_line(b'{"Item":' + text.encode() + b"}")))
+            else:
+                stored = [c for c in schema_doc["columns"] if not c["generated"]]
+                names = [c["name"] for c in stored]
+                kinds = [c["kind"] for c in stored]
+                for r in cur.stream(f"SELECT {', '.join(exprs)} FROM {plan.ref}"):
+                    digest.add_hash(row_hash(names, kinds, [_from_pg(v, k) for v, k in zip(r, kinds, strict=True)]))
+    except psycopg.Error as e:
+        raise translate(e, what) from e
+    if digest.count != want_rows or digest.hexdigest() != want_digest:
+        raise VerificationFailed(
+            f"restored table {plan.schema}.{plan.table} has {digest.count} rows with digest "
+            f"{digest.hexdigest()[:16]}..., the snapshot says {want_rows} rows, {want_digest[:16]}...; "
+            "nothing was committed")
+    return rows, digest.hexdigest()
+
+
+__all__ = ["build_steps", "manifest_key", "render", "restore"]
