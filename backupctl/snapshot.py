@@ -382,6 +382,9 @@ def check_mysql_options(opts: MySQLSnapshotOptions) -> MySQLSettings:
         raise InvalidInput(f"--consistency must be one of {', '.join(mysql_source.CONSISTENCY)}")
     if opts.workers < 1:
         raise InvalidInput("--workers must be at least 1")
+    if opts.engine == "spark" and opts.consistency == "snapshot" and opts.mode == "full":
+        # The read view lives in connections the driver holds; executors cannot share it.
+        raise InvalidInput("--consistency snapshot needs --engine local; use --consistency none with --engine spark")
     if opts.mode not in MYSQL_MODES:
         raise InvalidInput(f"--mode must be one of {', '.join(MYSQL_MODES)}")
     if opts.mode == "incremental":

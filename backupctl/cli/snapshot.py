@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from backupctl.cli.context import App, json_option, pass_app
+from backupctl.cli.engine_options import ENGINES, check_engine_choice, spark_master_option
 from backupctl.console import human_bytes
 from backupctl.errors import EXIT_CODES_HELP, InvalidInput
 from backupctl.mysql_conn import is_mysql_uri
@@ -28,7 +29,10 @@ from backupctl.sources.mysql import CHUNK_ROWS, CONSISTENCY, DEFAULT_SAFETY_LAG_
 @click.option("--max-rcu", type=float, help="Read budget in RCU/s; required to cap reads of on-demand tables.")
 @click.option("--segments", type=int, help="Parallel-scan segments (default: from table size, budget and workers).")
 @click.option("--workers", type=int, default=8, show_default=True, help="Concurrent tasks.")
-@click.option("--engine", type=click.Choice(["local", "auto"]), default="local", show_default=True, help="Where tasks run.")
+@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True, callback=check_engine_choice,
+              help="Where tasks run: local (thread pool), spark (one Spark partition per task), emr (not yet), "
+                   "auto (local for now).")
+@spark_master_option
 @click.option("--part-size-mb", type=int, default=256, show_default=True, help="Uncompressed MiB per part before a new part is cut.")
 @click.option("--method", type=click.Choice(["scan", "export", "auto"]), default="scan", show_default=True,
               help="DynamoDB: scan (parallel Scan within the read budget) or export (native point-in-time "
