@@ -57,13 +57,15 @@ def cli(ctx: click.Context, endpoint_url: str | None, profile: str | None, debug
 
 
 def _register() -> None:
-    from backupctl.cli import demo, local, restore, snapshot, snapshots
+    from backupctl.cli import demo, drill, local, pipeline, restore, snapshot, snapshots
 
     cli.add_command(snapshot.snapshot)
     cli.add_command(restore.restore)
     cli.add_command(snapshots.snapshots)
     cli.add_command(local.local)
     cli.add_command(demo.demo)
+    cli.add_command(pipeline.pipeline)
+    cli.add_command(drill.drill)
 
 
 _register()
