@@ -8,6 +8,7 @@ from collections.abc import Callable
 import click
 
 from backupctl.cli.context import App, json_option, pass_app
+from backupctl.cli.engine_options import ENGINES, check_engine_choice, spark_master_option
 from backupctl.console import Console, human_bytes
 from backupctl.errors import EXIT_CODES_HELP, InvalidInput
 from backupctl.mysql_conn import is_mysql_uri
@@ -19,6 +20,30 @@ from backupctl.restore import (
     restore_mysql,
 )
 from backupctl.targets.mysql import MODES as MYSQL_MODES
+
+REDSHIFT_INSERT_MODES = ("KEEP_EXISTING", "OVERWRITE_EXISTING", "TRUNCATE", "APPEND")
+
+
+def redshift_options(f):  # type: ignore[no-untyped-def]
+    """Redshift-only options; their values go to ctx.meta["redshift"] (read by _restore_redshift)."""
+
+    def keep(ctx: click.Context, param: click.Parameter, value: object) -> object:
+        ctx.meta.setdefault("redshift", {})[param.name] = value
+        return value
+
+    for opt in reversed([
+        click.option("--insert-mode", type=click.Choice(REDSHIFT_INSERT_MODES, case_sensitive=False),
+                     expose_value=False, callback=keep,
+                     help="Redshift: KEEP_EXISTING, OVERWRITE_EXISTING (default), TRUNCATE or APPEND."),
+        click.option("--iam-role", metavar="ARN", expose_value=False, callback=keep,
+                     help="Redshift: IAM role the cluster assumes to read the repository (COPY IAM_ROLE)."),
+        click.option("--dist-key", metavar="COL", expose_value=False, callback=keep,
+                     help="Redshift: DISTKEY of a created table (default: first primary-key column)."),
+        click.option("--sort-key", metavar="COL,...", expose_value=False, callback=keep,
+                     help="Redshift: compound SORTKEY of a created table (default: the primary key)."),
+    ]):
+        f = opt(f)
+    return f
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -34,19 +59,24 @@ from backupctl.targets.mysql import MODES as MYSQL_MODES
 @click.option("--write-percent", type=float, default=0.5, show_default=True, help="Share of provisioned WCU to use.")
 @click.option("--max-wcu", type=float, help="Write budget in WCU/s (for on-demand tables).")
 @click.option("--workers", type=int, default=8, show_default=True, help="Concurrent load tasks.")
-@click.option("--engine", type=click.Choice(["local", "auto"]), default="local", show_default=True)
+@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True, callback=check_engine_choice,
+              help="Where load tasks run: local, spark, emr (not yet), auto (local for now).")
+@spark_master_option
 @click.option("--dry-run", is_flag=True, help="Print the plan (table definition, parts, items, budget); write nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before destructive steps (replace, truncate).")
 @click.option("--to", "to_uri", metavar="mysql://USER@HOST[:PORT]/DB",
               help="Restore a MySQL snapshot into this database (no password in the URI); --region names "
-                   "the repository's region.")
-@click.option("--table", "mysql_table", help="MySQL: target table (default: the source table's name).")
+                   "the repository's region. redshift://USER@HOST[:PORT]/DB (or postgres://..., the local "
+                   "stand-in) restores a MySQL or DynamoDB snapshot into Redshift.")
+@click.option("--table", "mysql_table", help="MySQL: target table (default: the source table's name); "
+              "Redshift: SCHEMA.TABLE.")
 @click.option("--password-file", type=click.Path(dir_okay=False), help="MySQL: file holding the password "
               "(else MYSQL_PWD, else ~/.my.cnf [client] password).")
 @click.option("--no-verify", is_flag=True, help="MySQL: do not read the restored table back to compare digests.")
 @click.option("--only-increment", is_flag=True,
               help="MySQL: apply just this incremental snapshot onto a table that already holds its parent "
                    "(no create or truncate); without it an increment restores its whole chain.")
+@redshift_options
 @json_option
 @pass_app
 def restore(
@@ -76,6 +106,9 @@ def restore(
             return False
         return click.confirm(question, default=False, err=True)
 
+    if _restore_redshift(app, console, snapshot_id, to_uri, region, repo, table, mysql_table, password_file,
+                         dry_run, no_verify, only_increment, as_json):
+        return
     if to_uri is not None:
         _restore_mysql(app, console, confirm, snapshot_id, to_uri, region, repo, mode, mysql_table, table,
                        password_file, workers, engine, dry_run, yes, no_verify, as_json, only_increment)
@@ -175,3 +208,76 @@ def _restore_mysql(
         )
     if as_json:
         console.emit_json(result)
+
+
+def _restore_redshift(
+    app: App, console: Console, snapshot_id: str, to_uri: str | None, region: str, repo: str | None,
+    to_table: str | None, table: str | None, password_file: str | None, dry_run: bool, no_verify: bool,
+    only_increment: bool, as_json: bool,
+) -> bool:
+    """Restore into Redshift / stand-in PostgreSQL when --to names one; False when it does not."""
+    from click.core import ParameterSource
+
+    from backupctl.pg_conn import is_pg_uri
+    from backupctl.restore import RedshiftRestoreOptions, restore_redshift
+
+    ctx = click.get_current_context()
+    rs = {k: v for k, v in ctx.meta.get("redshift", {}).items() if v is not None}
+    if not is_pg_uri(to_uri):
+        if rs:
+            raise InvalidInput("--insert-mode, --iam-role, --dist-key and --sort-key apply to Redshift targets "
+                               "(--to redshift://... or postgres://...)")
+        return False
+    assert to_uri is not None
+    if ctx.get_parameter_source("mode") == ParameterSource.COMMANDLINE:
+        raise InvalidInput("--mode does not apply to Redshift targets: use --insert-mode")
+    if to_table is not None or only_increment:
+        raise InvalidInput("--to-table and --only-increment do not apply to Redshift targets "
+                           "(use --table SCHEMA.TABLE)")
+    sort_key = [s.strip() for s in str(rs["sort_key"]).split(",") if s.strip()] if "sort_key" in rs else None
+    opts = RedshiftRestoreOptions(
+        snapshot_id=snapshot_id, target_uri=to_uri, region=region, table=table, repo_uri=repo,
+        insert_mode=str(rs["insert_mode"]).upper() if "insert_mode" in rs else None, iam_role=rs.get("iam_role"),
+        dist_key=rs.get("dist_key"), sort_key=sort_key, password_file=password_file, dry_run=dry_run,
+        verify=not no_verify,
+    )
+    result = restore_redshift(app.aws, opts, progress_factory=console.progress, on_event=console.info)
+    t = result["target"]
+    where = f"{t['kind']} {t['schema']}.{t['table']} ({t['host']}:{t['port']}/{t['database']})"
+    if dry_run:
+        console.kv(
+            "restore plan (dry run: nothing written)",
+            [
+                ("snapshot", result["snapshot_id"]),
+                ("target", where),
+                ("insert mode", result["insert_mode"]),
+                ("chain", " -> ".join(c["snapshot_id"] for c in result["chain"])),
+                ("parts", result["parts"]),
+                ("rows", f"{result['rows']:,}"),
+                ("deleted keys", f"{result['deleted']:,}"),
+                ("size", human_bytes(result["bytes"])),
+                ("COPY manifests", ", ".join(result["copy_manifests"]) or "none (client-side COPY)"),
+            ],
+        )
+        if not as_json:
+            console.err.print(result["script"], markup=False, highlight=False, soft_wrap=True)
+    else:
+        rate = result["rows"] / result["duration_s"] if result["duration_s"] else 0.0
+        console.kv(
+            "restore complete" + (" (not verified)" if result["verification"] == "skipped" else ""),
+            [
+                ("snapshot", result["snapshot_id"]),
+                ("target", where),
+                ("insert mode", result["insert_mode"]),
+                ("chain", " -> ".join(result["chain"])),
+                ("rows", f"{result['rows']:,}"),
+                ("deleted", f"{result['deleted']:,}"),
+                ("table rows", f"{result['table_rows']:,}"),
+                ("digest", result.get("digest", "n/a (Redshift: COPY runs server-side)")),
+                ("verification", result["verification"]),
+                ("duration", f"{result['duration_s']:.1f}s ({rate:,.0f} rows/s)"),
+            ],
+        )
+    if as_json:
+        console.emit_json(result)
+    return True
