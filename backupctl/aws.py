@@ -95,16 +95,23 @@ class AwsContext:
         return _session(self.profile)
 
     def client(self, service: str, region: str) -> Any:
-        """A boto3 client for ``service`` in ``region`` (cached per thread)."""
+        """A boto3 client for ``service`` in ``region``, shared by every thread of the process.
+
+        botocore clients are thread-safe once made; making one loads the
+        service model (tens of MB and ~0.1 s of CPU), so one per process and
+        key is made, under a lock, instead of one per worker thread.
+        """
         key = (service, region, self.endpoint_url, self.profile)
-        cache = _local.__dict__.setdefault("clients", {})
-        client = cache.get(key)
+        client = _clients.get(key)
         if client is None:
-            client = self.session().client(
-                service, region_name=region, endpoint_url=self.endpoint_url, config=_BASE_CONFIG
-            )
-            client.meta.events.register("after-call", verify_response)
-            cache[key] = client
+            with _lock:
+                client = _clients.get(key)
+                if client is None:
+                    client = self.session().client(
+                        service, region_name=region, endpoint_url=self.endpoint_url, config=_BASE_CONFIG
+                    )
+                    client.meta.events.register("after-call", verify_response)
+                    _clients[key] = client
         return client
 
     def account_id(self, region: str) -> str:
@@ -121,7 +128,8 @@ class AwsContext:
     def check_credentials(self) -> None:
         """Raise AuthError now, before any write, when no credentials resolve."""
         try:
-            creds = self.session().get_credentials()
+            with _lock:
+                creds = self.session().get_credentials()
         except botocore.exceptions.BotoCoreError as e:
             raise AuthError(f"cannot load AWS credentials: {e}") from e
         if creds is None:
@@ -131,20 +139,20 @@ class AwsContext:
             )
 
 
-_local = threading.local()
+# Process-wide caches. Sessions are not thread-safe, so they are only used
+# under the lock (to make clients and to resolve credentials).
+_lock = threading.RLock()
+_clients: dict[tuple[str, str, str | None, str | None], Any] = {}
 _sessions: dict[str | None, boto3.session.Session] = {}
-_sessions_lock = threading.Lock()
 
 
 def _session(profile: str | None) -> boto3.session.Session:
-    # boto3 sessions are not thread-safe to create clients from concurrently,
-    # so each thread gets its own session object per profile.
-    sessions = _local.__dict__.setdefault("sessions", {})
-    s = sessions.get(profile)
-    if s is None:
-        try:
-            s = boto3.session.Session(profile_name=profile)
-        except botocore.exceptions.ProfileNotFound as e:
-            raise AuthError(f"AWS profile '{profile}' not found") from e
-        sessions[profile] = s
-    return s
+    with _lock:
+        s = _sessions.get(profile)
+        if s is None:
+            try:
+                s = boto3.session.Session(profile_name=profile)
+            except botocore.exceptions.ProfileNotFound as e:
+                raise AuthError(f"AWS profile '{profile}' not found") from e
+            _sessions[profile] = s
+        return s

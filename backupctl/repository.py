@@ -412,3 +412,10 @@ def resolve_repo_region(aws: AwsContext, repo: str | None, region: str | None) -
     if found is None:
         raise NotFound(f"repository {uri} not found (bucket does not exist)")
     return found
+
+
+def task_store(spec: dict[str, Any]) -> S3Store:
+    """The repository store a task spec names (``repo``, ``aws``, ``retry``): the same for every task kind."""
+    aws = AwsContext.from_dict(spec.get("aws"))
+    r = spec["repo"]
+    return S3Store(aws, r["region"], RepoURI(r["bucket"], r["prefix"]), RetryPolicy.from_dict(spec.get("retry")))

@@ -26,7 +26,7 @@ from backupctl.engines.local import TaskContext
 from backupctl.errors import AuthError, DataPathError, FormatError, Interrupted, NotFound
 from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, Digest, decode_line, encode_line, item_hash
 from backupctl.model import PartResult, TaskSpec, part_key
-from backupctl.repository import RepoURI, S3Store
+from backupctl.repository import RepoURI, S3Store, task_store
 from backupctl.retry import DEFAULT_POLICY, RetryPolicy, TokenBucket, policy_from_env
 
 PART_MAX_BYTES = 256 << 20  # uncompressed bytes per part before a new one is cut
@@ -299,12 +299,6 @@ class PartWriter:
         self.store.put(self.key, self.tmp, metadata={"sha256": sha, "rows": str(self.rows)})
         self.tmp.close()
         return PartResult(key=self.key, rows=self.rows, bytes=size, sha256=sha, digest=self.digest.hexdigest())
-
-
-def task_store(spec: TaskSpec) -> S3Store:
-    aws = AwsContext.from_dict(spec.get("aws"))
-    r = spec["repo"]
-    return S3Store(aws, r["region"], RepoURI(r["bucket"], r["prefix"]), RetryPolicy.from_dict(spec.get("retry")))
 
 
 def run_export_task(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:

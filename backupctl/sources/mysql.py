@@ -78,7 +78,7 @@ from backupctl.mysql_conn import (
     run_sql,
     translate,
 )
-from backupctl.repository import RepoURI, S3Store
+from backupctl.repository import RepoURI, S3Store, task_store
 from backupctl.retry import RetryPolicy, is_retryable, policy_from_env
 
 CHUNK_ROWS = 100_000
@@ -103,42 +103,6 @@ class TableInfo:
         return [c for c in self.columns if not c["generated"]]
 
 
-_S3_CLIENTS: dict[tuple[Any, ...], Any] = {}
-_S3_CLIENTS_LOCK = threading.Lock()
-
-
-class SharedClientStore(S3Store):
-    """An S3Store whose client is shared by every thread of the process (boto3 clients are thread-safe).
-
-    ``AwsContext.client`` caches one session and client per thread; creating
-    one loads botocore's service models (~0.3-0.5 s of CPU), which 8 worker
-    threads each paid once per run (docs/adr/0007-mysql-fast-path.md).
-    """
-
-    def __init__(self, aws: AwsContext, region: str, uri: RepoURI, policy: RetryPolicy, scope: str) -> None:
-        super().__init__(aws, region, uri, policy)
-        self.scope = scope
-
-    @property
-    def s3(self) -> Any:
-        # One client per snapshot (scope = its prefix): a run's tasks share it, a later run
-        # (new credentials, a long-lived process) gets its own; the last few are kept.
-        key = (self.scope, self.region, self.aws.endpoint_url, self.aws.profile)
-        with _S3_CLIENTS_LOCK:
-            client = _S3_CLIENTS.get(key)
-            if client is None:
-                client = _S3_CLIENTS[key] = self.aws.client("s3", self.region)
-                while len(_S3_CLIENTS) > 4:
-                    _S3_CLIENTS.pop(next(iter(_S3_CLIENTS)))
-        return client
-
-
-def mysql_task_store(spec: TaskSpec) -> S3Store:
-    """The repository store of a MySQL task (see ``SharedClientStore``)."""
-    aws = AwsContext.from_dict(spec.get("aws"))
-    r = spec["repo"]
-    return SharedClientStore(aws, r["region"], RepoURI(r["bucket"], r["prefix"]), RetryPolicy.from_dict(spec.get("retry")),
-                             str(spec.get("snapshot_prefix", "")))
 
 
 def table_ref(database: str, table: str) -> str:
@@ -580,7 +544,7 @@ def fetch_batches(conn: Any, sql: str, params: list[Any], columns: list[dict[str
 
 
 def _export_chunk(spec: TaskSpec, ctx: TaskContext, conn: Any) -> tuple[list[PartResult], list[PartResult]]:
-    store = mysql_task_store(spec)
+    store = task_store(spec)
     prefix, index = spec["snapshot_prefix"], int(spec["index"])
     columns = spec["columns"]
     sql, params = chunk_select(spec["database"], spec["table"], columns, spec["primary_key"], spec["lo"], spec["hi"])
@@ -631,7 +595,7 @@ def run_export_task(spec: TaskSpec, ctx: TaskContext, sessions: ReadSessions | N
     """
     if sessions is None:
         sessions = ReadSessions(MySQLSettings.from_dict(spec["mysql"]), spec["database"], spec["table"], "none", 1)
-    store = mysql_task_store(spec)
+    store = task_store(spec)
     index = int(spec["index"])
 
     def attempt() -> tuple[list[PartResult], list[PartResult]]:
@@ -1007,7 +971,7 @@ def plan_increment(*, aws: AwsContext, settings: MySQLSettings, info: TableInfo,
 
 
 def _increment(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings) -> dict[str, Any]:
-    store = mysql_task_store(spec)
+    store = task_store(spec)
     prefix = spec["snapshot_prefix"]
     columns, pk = spec["columns"], spec["primary_key"]
     kinds = [c["kind"] for c in columns]
@@ -1083,7 +1047,7 @@ def _increment(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings) -> dic
 def run_increment_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
     """Read one increment. Idempotent (same part keys); a dropped connection restarts it in a new read view."""
     settings = settings or MySQLSettings.from_dict(spec["mysql"])
-    store = mysql_task_store(spec)
+    store = task_store(spec)
     result = store.policy.call(lambda: _increment(spec, ctx, settings),
                                f"reading the increment of {spec['database']}.{spec['table']}")
     written = [PartResult(**p) for p in result["parts"] + result["keys"] + result["tombstones"]]

@@ -24,8 +24,9 @@ from backupctl.engines.local import TaskContext
 from backupctl.errors import Conflict, DataPathError, FormatError, Interrupted, InvalidInput, NotFound
 from backupctl.formats.dynamodb_json import Digest, decode_line, item_hash, item_size
 from backupctl.model import TaskSpec
+from backupctl.repository import task_store
 from backupctl.retry import DEFAULT_POLICY, RetryPolicy, TokenBucket, policy_from_env
-from backupctl.sources.dynamodb import describe_table, scan_pages, task_store
+from backupctl.sources.dynamodb import describe_table, scan_pages
 
 BATCH = 25
 

@@ -48,8 +48,9 @@ from backupctl.mysql_conn import (
     run_sql,
     translate,
 )
+from backupctl.repository import task_store
 from backupctl.retry import RetryPolicy, policy_from_env
-from backupctl.sources.mysql import mysql_task_store, read_columns, table_ref
+from backupctl.sources.mysql import read_columns, table_ref
 
 MODES = ("new", "upsert", "replace", "truncate", "append")
 INSERT_ROWS = 5_000  # rows handed to one executemany (split further to fit max_allowed_packet)
@@ -179,7 +180,7 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
     if spec.get("upsert"):
         return _run_upsert_task(spec, ctx, settings)
     settings = settings or MySQLSettings.from_dict(spec["mysql"])
-    store = mysql_task_store(spec)
+    store = task_store(spec)
     part = spec["part"]
     columns = spec["columns"]
     sql = load_sql(spec["database"], spec["table"], columns)
@@ -246,7 +247,7 @@ def _load_batch(conn: Any, sql: str, batch: Any, columns: list[dict[str, Any]], 
 def _run_upsert_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
     """Upsert one part: multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``, resumed from the last commit."""
     settings = settings or MySQLSettings.from_dict(spec["mysql"])
-    store = mysql_task_store(spec)
+    store = task_store(spec)
     part = spec["part"]
     columns = spec["columns"]
     kinds = [c["kind"] for c in columns]
@@ -343,7 +344,7 @@ def plan_delete(*, aws: dict[str, Any], settings: MySQLSettings, tombstone_parts
 def run_delete_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
     """Delete the keys of one tombstone part. Checks its sha256, count and digest; idempotent (retried whole)."""
     settings = settings or MySQLSettings.from_dict(spec["mysql"])
-    store = mysql_task_store(spec)
+    store = task_store(spec)
     part = spec["part"]
     columns = spec["columns"]
     names = [c["name"] for c in columns]
