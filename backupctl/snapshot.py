@@ -271,7 +271,9 @@ def plan_dynamodb(
             read={"method": "export", "billing_mode": ddb_source.billing_mode(desc)},
         )
     budget = ddb_source.capacity_budget(desc, opts.read_percent, opts.max_rcu, "read")
-    segments = opts.segments or ddb_source.choose_segments(desc, budget, opts.workers)
+    segments = opts.segments or ddb_source.choose_segments(
+        desc, budget, opts.workers, distributed=opts.engine in ("spark", "emr")
+    )
     return ExportPlan(
         kind="dynamodb",
         source=source,

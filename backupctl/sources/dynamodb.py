@@ -157,18 +157,24 @@ def capacity_budget(desc: dict[str, Any], percent: float, explicit: float | None
     return max(1.0, float(units) * percent) if units else None
 
 
-def choose_segments(desc: dict[str, Any], read_budget: float | None, workers: int) -> int:
+def choose_segments(
+    desc: dict[str, Any], read_budget: float | None, workers: int, distributed: bool = False
+) -> int:
     """Parallel-scan segments for a table.
 
-    emr-dynamodb-connector's rule (one segment per GiB, one per 100 RCU of
-    budget) sizes the work for a cluster; a segment of fewer than
-    ``MIN_ITEMS_PER_SEGMENT`` items only adds requests and tiny parts, so
-    apart from the size rule the count is capped by the item count.
+    One segment per GiB of table always (bounded part and task size). On a
+    distributed engine (Spark, EMR) also emr-dynamodb-connector's one segment
+    per 100 RCU of budget, so the budget spreads over many executors. On the
+    local engine segments beyond the worker count add no throughput - only
+    requests (and, on moto, server work: each segment's Scan walks the whole
+    table) - so there it is the worker count. A segment of fewer than
+    ``MIN_ITEMS_PER_SEGMENT`` items is not worth its requests: apart from the
+    size rule the count is capped by the item count.
     """
     size = int(desc.get("TableSizeBytes") or 0)
     items = int(desc.get("ItemCount") or 0)
     by_size = math.ceil(size / (1 << 30))
-    by_rcu = math.ceil(read_budget / RCU_PER_SEGMENT) if read_budget else 0
+    by_rcu = math.ceil(read_budget / RCU_PER_SEGMENT) if (read_budget and distributed) else 0
     useful = max(1, math.ceil(items / MIN_ITEMS_PER_SEGMENT))
     return max(1, min(MAX_SEGMENTS, max(by_size, min(max(by_rcu, workers), useful))))
 

@@ -19,18 +19,19 @@ def desc(items: int = 0, size: int = 0, rcu: int = 0, wcu: int = 0, on_demand: b
 
 
 @pytest.mark.parametrize(
-    ("d", "budget", "workers", "expected"),
+    ("d", "budget", "workers", "distributed", "expected"),
     [
-        (desc(items=0), None, 8, 1),  # empty table
-        (desc(items=5_000), 5_000, 8, 3),  # small table: no tiny segments
-        (desc(items=100_000), None, 8, 8),  # fill the workers
-        (desc(items=100_000), 5_000, 8, 50),  # one segment per 100 RCU of budget
-        (desc(items=10_000_000, size=300 * GIB), 100, 8, 300),  # one per GiB
-        (desc(items=10**12, size=10**6 * GIB * 2), None, 8, 1_000_000),  # clamped
+        (desc(items=0), None, 8, False, 1),  # empty table
+        (desc(items=5_000), 5_000, 8, False, 3),  # small table: no tiny segments
+        (desc(items=100_000), None, 8, False, 8),  # fill the workers
+        (desc(items=100_000), 5_000, 8, False, 8),  # local engine: budget adds no segments
+        (desc(items=100_000), 5_000, 8, True, 50),  # distributed: one segment per 100 RCU of budget
+        (desc(items=10_000_000, size=300 * GIB), 100, 8, False, 300),  # one per GiB
+        (desc(items=10**12, size=10**6 * GIB * 2), None, 8, False, 1_000_000),  # clamped
     ],
 )
-def test_choose_segments(d: dict, budget: float | None, workers: int, expected: int) -> None:
-    assert choose_segments(d, budget, workers) == expected
+def test_choose_segments(d: dict, budget: float | None, workers: int, distributed: bool, expected: int) -> None:
+    assert choose_segments(d, budget, workers, distributed) == expected
 
 
 def test_capacity_budget() -> None:
