@@ -34,7 +34,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python bench/dynamodb.py
+	@# dynamodump pins an old boto3: it gets a venv of its own so .venv stays as tested.
+	@test -x .venv-peers/bin/dynamodump || ($(PY) -m venv .venv-peers && .venv-peers/bin/pip install --quiet dynamodump)
+	$(BIN)/python bench/dynamodb.py --dynamodump .venv-peers/bin/dynamodump
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
