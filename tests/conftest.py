@@ -85,3 +85,24 @@ def cli(moto_server: str):  # type: ignore[no-untyped-def]
         return CliResult(p.returncode, p.stdout, p.stderr)
 
     return run
+
+
+# In CI (CI=true, set by .ci/run's caller) the services are started by .ci/services.sh and Java and
+# pyspark are installed, so a skipped test means something the suite relies on is missing: fail it
+# instead of letting a green run hide it. Locally, a missing service still skips with its reason.
+def _no_skips_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes") and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI (CI=true), which means a required service or tool is missing: {report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+    outcome = yield
+    _no_skips_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):  # type: ignore[no-untyped-def]
+    outcome = yield
+    _no_skips_in_ci(outcome.get_result())
