@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - a dependency; without it bulk reads fa
     MySQLdb = None
 
 from backupctl.errors import AuthError, BackupctlError, Conflict, DataPathError, InvalidInput, NotFound
+from backupctl.passwords import read_password_file
 from backupctl.retry import RetryPolicy
 
 DEFAULT_PORT = 3306
@@ -334,13 +335,7 @@ def _option_file_password() -> str | None:
 def resolve_password(password_file: str | None) -> tuple[str, str]:
     """(source, password): --password-file, else MYSQL_PWD, else ~/.my.cnf, else empty."""
     if password_file:
-        try:
-            text = Path(password_file).expanduser().read_text(encoding="utf-8")
-        except FileNotFoundError as e:
-            raise InvalidInput(f"--password-file {password_file} does not exist") from e
-        except (OSError, UnicodeDecodeError) as e:
-            raise InvalidInput(f"cannot read --password-file {password_file}: {e}") from e
-        return "file", text.rstrip("\r\n")
+        return "file", read_password_file(password_file)
     env = os.environ.get("MYSQL_PWD")
     if env is not None:
         return "env", env

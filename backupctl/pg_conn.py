@@ -25,6 +25,7 @@ from urllib.parse import unquote
 import psycopg
 
 from backupctl.errors import AuthError, BackupctlError, Conflict, DataPathError, InvalidInput, NotFound
+from backupctl.passwords import read_password_file
 
 CONNECT_TIMEOUT_S = 10
 APPLICATION_NAME = "backupctl"
@@ -152,13 +153,7 @@ def _redact(uri: str | None) -> str:
 def resolve_password(password_file: str | None) -> tuple[str, str | None]:
     """(source, password or None). Only a password file is read here; libpq reads PGPASSWORD and ~/.pgpass."""
     if password_file:
-        try:
-            text = Path(password_file).expanduser().read_text(encoding="utf-8")
-        except FileNotFoundError as e:
-            raise InvalidInput(f"--password-file {password_file} does not exist") from e
-        except (OSError, UnicodeDecodeError) as e:
-            raise InvalidInput(f"cannot read --password-file {password_file}: {e}") from e
-        return "file", text.rstrip("\r\n")
+        return "file", read_password_file(password_file)
     if os.environ.get("PGPASSWORD") is not None:
         return "env", None
     pgpass = Path(os.environ.get("PGPASSFILE") or "~/.pgpass").expanduser()
