@@ -30,11 +30,13 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
 from typing import IO, Any
 
 import orjson
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from backupctl.aws import AwsContext, validate_region
 from backupctl.errors import (
@@ -46,16 +48,25 @@ from backupctl.errors import (
     VerificationFailed,
 )
 from backupctl.formats.dynamodb_json import Digest, combine_hex, decode_line, item_hash
-from backupctl.formats.parquet import iter_part_rows, normalize, row_hash, time_micros
+from backupctl.formats.parquet import (
+    arrow_type,
+    hash_sum,
+    iter_part_batches,
+    load_texts,
+    row_hashes,
+)
 from backupctl.model import check_snapshot_id
 from backupctl.pg_conn import PgSettings, quote_ident, settings_from_uri, translate
+from backupctl.prefetch import prefetch
 from backupctl.repository import Repository, S3Store, parse_repo_uri
 from backupctl.restore import RedshiftRestoreOptions, mysql_chain
 from backupctl.targets import redshift_sql as rsql
 from backupctl.targets.redshift_sql import Column, TablePlan
 
 RUNS_PREFIX = "runs/redshift/"
-COPY_BATCH_ROWS = 5_000
+COPY_BATCH_ROWS = 5_000  # DynamoDB items per batch (row-wise COPY text format)
+CSV_BATCH_ROWS = 16_384  # MySQL rows per Arrow batch / CSV chunk: small enough that client and server overlap
+READBACK_BYTES = 8 << 20  # CSV bytes of the read-back parsed at a time
 _COPY_LINE_RE = re.compile(r"COPY \S+, line (\d+)(?:, column ([^:]+))?")
 
 
@@ -85,6 +96,7 @@ class Step:
     stage: str | None = None
     link: int | None = None
     parts: str | None = None  # "data" | "tombstones" (copy steps)
+    direct: bool = False  # a stand-in COPY straight into the (empty) target table, values in target types
     expect: int | None = None
     what: str = ""
 
@@ -106,8 +118,14 @@ def jsonpaths_key(snapshot_id: str) -> str:
 
 
 def build_steps(plan: TablePlan, links: list[Link], mode: str, dialect: str, store: S3Store | None,
-                iam_role: str = "", verify_rows: int | None = None) -> list[Step]:
-    """Every statement of the restore, in order (the script ``--dry-run`` prints)."""
+                iam_role: str = "", verify_rows: int | None = None, direct: bool = False) -> list[Step]:
+    """Every statement of the restore, in order (the script ``--dry-run`` prints).
+
+    ``direct`` (the stand-in, a MySQL snapshot, a target that is absent, empty or emptied by TRUNCATE):
+    the first snapshot of the chain is COPied straight into the target. On an empty table every
+    insert mode means "insert every row", so the staging table and the INSERT ... SELECT would only
+    copy the rows a second time (docs/adr/0011).
+    """
 
     def url(key: str) -> str:
         return store.url(key) if store is not None else f"s3://BUCKET/{key}"
@@ -118,14 +136,22 @@ def build_steps(plan: TablePlan, links: list[Link], mode: str, dialect: str, sto
     if mode == "TRUNCATE":
         steps.append(Step(rsql.empty_table_sql(plan), what=f"emptying {plan.schema}.{plan.table}"))
     key_cols = [plan.column(k) for k in plan.key]
+    csv = plan.source_kind == "mysql"
     for i, link in enumerate(links):
         link_mode = mode if i == 0 else "OVERWRITE_EXISTING"
+        if i == 0 and direct and not link.tombstones:
+            steps += [
+                Step(rsql.copy_sql("", plan.columns, dialect, csv=True, table_ref=plan.ref), kind="copy", link=i,
+                     parts="data", direct=True, what=f"{link.snapshot_id}: loading {plan.schema}.{plan.table}"),
+                Step(rsql.count_sql(plan.ref), kind="count_stage", link=i, expect=link.rows),
+            ]
+            continue
         if link.tombstones:
             st = f"backupctl_tomb_{i}"
             steps += [
                 Step(rsql.create_stage_sql(st, key_cols, dialect)),
                 Step(rsql.copy_sql(st, key_cols, dialect, manifest_url=url(manifest_key(link.snapshot_id, "tombstones")),
-                                   iam_role=iam_role), kind="copy", stage=st, link=i, parts="tombstones"),
+                                   iam_role=iam_role, csv=csv), kind="copy", stage=st, link=i, parts="tombstones"),
                 Step(rsql.count_sql(quote_ident(st)), kind="count_stage", stage=st, link=i, expect=link.deleted),
                 Step(rsql.delete_matching_sql(plan, st, dialect), kind="delete_tombstones", link=i,
                      what=f"{link.snapshot_id}: deleting tombstoned keys"),
@@ -135,7 +161,8 @@ def build_steps(plan: TablePlan, links: list[Link], mode: str, dialect: str, sto
         steps += [
             Step(rsql.create_stage_sql(st, plan.columns, dialect)),
             Step(rsql.copy_sql(st, plan.columns, dialect, manifest_url=url(manifest_key(link.snapshot_id, "data")),
-                               iam_role=iam_role, jsonpaths_url=jp), kind="copy", stage=st, link=i, parts="data"),
+                               iam_role=iam_role, jsonpaths_url=jp, csv=csv), kind="copy", stage=st, link=i,
+                 parts="data"),
             Step(rsql.count_sql(quote_ident(st)), kind="count_stage", stage=st, link=i, expect=link.rows),
             *[Step(s, link=i, what=f"{link.snapshot_id}: {link_mode} into {plan.schema}.{plan.table}")
               for s in rsql.apply_sql(plan, st, link_mode, dialect)],
@@ -260,21 +287,24 @@ def restore(
         exists, empty = _target_state(conn, settings, plan)
         say(f"loading into {settings.describe()} (backend pid {conn.info.backend_pid})")
         table_level = not exists or empty or mode == "TRUNCATE"
+        # With a read-back the table's digest is compared with the snapshot's: re-deriving every part's
+        # digest while loading would prove the same thing twice (parts' sha256 are still checked).
+        readback = opts.verify and table_level and dialect == "postgres"
         steps = build_steps(plan, links, mode, dialect, repo.store, iam_role,
-                            verify_rows=want_rows if table_level else None)
+                            verify_rows=want_rows if table_level else None,
+                            direct=table_level and dialect == "postgres" and plan.source_kind == "mysql")
         for key, doc in manifests.items():
             say(f"writing {repo.store.url(key)}")
             repo.store.put_json(key, doc)
         total = loaded_rows + sum(link.deleted for link in links)
         if progress_factory is None:
-            loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, None, say)
-            readback = _verify(conn, settings, plan, schema_doc, opts.verify and table_level, want_rows, want_digest, say)
+            loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, None, say, readback)
+            result_rb = _verify(conn, settings, plan, schema_doc, readback, want_rows, want_digest, say)
             _commit(conn, settings)
         else:
             with progress_factory(f"restore {schema}.{table}", total) as progress:
-                loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, progress, say)
-                readback = _verify(conn, settings, plan, schema_doc, opts.verify and table_level, want_rows,
-                                   want_digest, say)
+                loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, progress, say, readback)
+                result_rb = _verify(conn, settings, plan, schema_doc, readback, want_rows, want_digest, say)
                 _commit(conn, settings)
     except BaseException:
         _rollback(conn)
@@ -282,7 +312,7 @@ def restore(
     finally:
         conn.close()
 
-    table_rows, digest = readback
+    table_rows, digest = result_rb
     if digest is not None:
         verification = "table"
     elif table_level and opts.verify:
@@ -353,7 +383,8 @@ def _commit(conn: psycopg.Connection[Any], settings: PgSettings) -> None:
 
 
 def _run(conn: psycopg.Connection[Any], settings: PgSettings, steps: list[Step], plan: TablePlan, links: list[Link],
-         store: S3Store, schema_doc: dict[str, Any], progress: Any, say: Callable[[str], None]) -> Loaded:
+         store: S3Store, schema_doc: dict[str, Any], progress: Any, say: Callable[[str], None],
+         readback: bool = False) -> Loaded:
     loaded = Loaded()
     for step in steps:
         if step.kind == "commit":
@@ -364,14 +395,17 @@ def _run(conn: psycopg.Connection[Any], settings: PgSettings, steps: list[Step],
                 assert step.link is not None and step.parts is not None
                 link = links[step.link]
                 parts = link.parts if step.parts == "data" else link.tombstones
+                if plan.source_kind == "mysql":
+                    loaded.part_digests += _copy_mysql_parts(conn, step, plan, link, store, schema_doc, progress, say,
+                                                              hash_rows=not readback)
+                    continue
                 for part in parts:
                     msg = f"{link.snapshot_id}: loading {step.parts} part {part['key']}"
                     if progress is not None and hasattr(progress, "note"):
                         progress.note(msg)  # per-part news goes to the progress bar, not the log
                     else:
                         say(msg)
-                    loaded.part_digests.append(
-                        _stream_part(conn, step, plan, link, part, store, schema_doc, progress, say))
+                    loaded.part_digests.append(_stream_part(conn, step, plan, link, part, store, progress))
                 continue
             if step.kind == "copy":
                 assert step.link is not None
@@ -384,7 +418,8 @@ def _run(conn: psycopg.Connection[Any], settings: PgSettings, steps: list[Step],
                 row = cur.fetchone()
                 got = int(row[0]) if row else 0
                 if step.expect is not None and got != step.expect:
-                    where = (f"staging table of {links[step.link].snapshot_id}" if step.link is not None
+                    where = (f"staging table of {links[step.link].snapshot_id}"
+                             if step.link is not None and step.stage is not None
                              else f"table {plan.schema}.{plan.table}")
                     raise VerificationFailed(f"{where} holds {got} rows, the snapshot says {step.expect}; "
                                              "nothing was committed")
@@ -412,19 +447,9 @@ def _check_len(value: Any, col: Column, part: str, row: int) -> None:
                        f"{col.stage_type} (Redshift lengths are bytes); nothing was committed")
 
 
-def _copy_value(value: Any, kind: str) -> Any:
-    if value is None:
-        return None
-    if kind == "time":
-        return time_micros(value)
-    if kind == "timestamp":
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _stream_part(conn: psycopg.Connection[Any], step: Step, plan: TablePlan, link: Link, part: dict[str, Any],
-                 store: S3Store, schema_doc: dict[str, Any], progress: Any, say: Callable[[str], None]) -> str:
-    """COPY one part into the staging table from the client; check its sha256, rows and digest. Returns the digest."""
+                 store: S3Store, progress: Any) -> str:
+    """COPY one DynamoDB part into the staging table from the client; check its sha256, rows and digest."""
     key = part["key"]
     with tempfile.TemporaryFile(prefix="backupctl-rs-") as tmp:
         sha = store.download_to(link.prefix + key, tmp)
@@ -432,52 +457,159 @@ def _stream_part(conn: psycopg.Connection[Any], step: Step, plan: TablePlan, lin
             raise FormatError(f"part {key} of {link.snapshot_id} is corrupt: sha256 {sha} != manifest {part['sha256']}")
         digest = Digest()
         row_no = 0
-        if plan.source_kind == "dynamodb":
-            rows: Iterator[list[tuple[Any, ...]]] = _dynamodb_rows(tmp, plan, key, digest)
-            cols = plan.columns
-        else:
-            stored = [c for c in schema_doc["columns"] if not c["generated"]]
-            if step.parts == "tombstones":
-                stored = [next(c for c in stored if c["name"] == k) for k in plan.key]
-                cols = [plan.column(k) for k in plan.key]
-            else:
-                cols = plan.columns
-            rows = _mysql_rows(tmp, stored, key, digest)
         try:
             with conn.cursor() as cur, cur.copy(step.sql) as cp:
-                for batch in rows:
+                for batch in _dynamodb_rows(tmp, plan, key, digest):
                     for r in batch:
                         row_no += 1
-                        for v, c in zip(r, cols, strict=True):
+                        for v, c in zip(r, plan.columns, strict=True):
                             _check_len(v, c, f"part {key} of {link.snapshot_id}", row_no)
                         cp.write_row(r)
                     if progress is not None:
                         progress.advance(len(batch), 0)
         except psycopg.Error as e:
-            ctx = getattr(e.diag, "context", None) or ""
-            m = _COPY_LINE_RE.search(ctx)
-            where = f"part {key} of {link.snapshot_id}"
-            if m:
-                where += f", row {m.group(1)}" + (f", column {m.group(2)}" if m.group(2) else "")
-            raise translate(e, f"loading {where}") from e
+            raise translate(e, f"loading {_copy_where(e, key, link)}") from e
         except KeyboardInterrupt as e:
             raise Interrupted("interrupted: nothing was committed") from e
-    if digest.count != int(part["rows"]) or digest.hexdigest() != part["digest"]:
-        raise FormatError(f"part {key} of {link.snapshot_id}: read {digest.count} rows (manifest says "
-                          f"{part['rows']}) or its content digest differs; nothing was committed")
+    _check_part_digest(link, part, digest)
     return digest.hexdigest()
 
 
-def _mysql_rows(f: IO[bytes], stored: list[dict[str, Any]], key: str,
-                digest: Digest) -> Iterator[list[tuple[Any, ...]]]:
-    names = [c["name"] for c in stored]
-    kinds = [c["kind"] for c in stored]
-    for batch in iter_part_rows(f, stored, batch_rows=COPY_BATCH_ROWS, what=f"part {key}"):
-        out = []
-        for row in batch:
-            digest.add_hash(row_hash(names, kinds, row))
-            out.append(tuple(_copy_value(v, k) for v, k in zip(row, kinds, strict=True)))
-        yield out
+def _copy_where(e: psycopg.Error, key: str, link: Link) -> str:
+    """Where a COPY error happened: the part, and the row and column when the server's CONTEXT names them."""
+    where = f"part {key} of {link.snapshot_id}"
+    m = _COPY_LINE_RE.search(getattr(e.diag, "context", None) or "")
+    if m:
+        where += f", row {m.group(1)}" + (f", column {m.group(2)}" if m.group(2) else "")
+    return where
+
+
+def _check_part_digest(link: Link, part: dict[str, Any], digest: Digest) -> None:
+    if digest.count != int(part["rows"]) or digest.hexdigest() != part["digest"]:
+        raise FormatError(f"part {part['key']} of {link.snapshot_id}: read {digest.count} rows (manifest says "
+                          f"{part['rows']}) or its content digest differs; nothing was committed")
+
+
+# MySQL parts: one COPY (FORMAT csv) per step, fed by a thread that downloads each part, checks its
+# sha256, and turns its record batches into CSV with Arrow kernels while the server parses the last
+# chunk (docs/adr/0011). Only the SHA-256 of each row and binary-to-hex are per-value Python.
+
+
+def _pg_texts(arr: pa.Array, col: dict[str, Any], c: Column, direct: bool) -> pa.Array:
+    """One column as the CSV text PostgreSQL reads back into the same value (nulls stay null)."""
+    kind = col["kind"]
+    if c.convert == "bool" and direct:
+        return pc.if_else(pc.not_equal(arr, 0), "t", "f")
+    if kind == "binary":
+        return pa.array([None if v is None else "\\x" + v.hex() for v in arr.to_pylist()], pa.string())
+    if kind == "timestamp":
+        return pc.binary_join_element_wise(pc.cast(arr.view(pa.timestamp("us")), pa.string()), "+00", "")
+    if kind == "time":
+        return pc.cast(arr.view(pa.int64()), pa.string())  # microseconds (BIGINT, docs/adr/0006)
+    return load_texts(arr, col)  # decimals as plain text, floats as their shortest round-trip text
+
+
+def _check_lengths(batch: pa.RecordBatch, cols: list[Column], where: str, pos: int) -> None:
+    for i, c in enumerate(cols):
+        arr = batch.column(i)
+        if c.max_bytes is None or not (pa.types.is_string(arr.type) or pa.types.is_binary(arr.type)):
+            continue
+        lens = pc.binary_length(arr)
+        longest = pc.max(lens).as_py()
+        if longest is not None and longest > c.max_bytes:
+            idx = pc.index(pc.greater(lens, c.max_bytes), True).as_py()
+            raise Conflict(f"{where}, row {pos + idx + 1}, column {c.name!r}: {lens[idx].as_py()} bytes do not fit "
+                           f"{c.stage_type} (Redshift lengths are bytes); nothing was committed")
+
+
+def _csv_chunks(store: S3Store, link: Link, parts: list[dict[str, Any]], stored: list[dict[str, Any]],
+                cols: list[Column], direct: bool, hash_rows: bool = True
+                ) -> Iterator[tuple[dict[str, Any], bytes | None, int]]:
+    """(part, CSV bytes, rows) per batch, then (part, None, 0) once the part's rows and digest checked out.
+
+    Without ``hash_rows`` (the table is read back and digested afterwards) only the part's sha256 and
+    row count are checked here.
+    """
+    opts = pacsv.WriteOptions(include_header=False, batch_size=CSV_BATCH_ROWS)
+    names = [f"c{i}" for i in range(len(stored))]
+    for part in parts:
+        key = part["key"]
+        with tempfile.TemporaryFile(prefix="backupctl-rs-") as tmp:
+            sha = store.download_to(link.prefix + key, tmp)
+            if sha != part["sha256"]:
+                raise FormatError(f"part {key} of {link.snapshot_id} is corrupt: sha256 {sha} != manifest "
+                                  f"{part['sha256']}")
+            total, pos = 0, 0
+            for batch in iter_part_batches(tmp, stored, CSV_BATCH_ROWS, what=f"part {key}"):
+                if hash_rows:
+                    total += hash_sum(row_hashes(batch, stored))
+                _check_lengths(batch, cols, f"part {key} of {link.snapshot_id}", pos)
+                arrays = [_pg_texts(batch.column(i), col, c, direct)
+                          for i, (col, c) in enumerate(zip(stored, cols, strict=True))]
+                sink = pa.BufferOutputStream()
+                pacsv.write_csv(pa.Table.from_arrays(arrays, names=names), sink, opts)
+                pos += batch.num_rows
+                yield part, sink.getvalue().to_pybytes(), batch.num_rows
+        if hash_rows:
+            _check_part_digest(link, part, Digest(total % (1 << 256), pos))
+        elif pos != int(part["rows"]):
+            raise FormatError(f"part {key} of {link.snapshot_id}: read {pos} rows, the manifest says {part['rows']}; "
+                              "nothing was committed")
+        yield part, None, 0
+
+
+def _copy_mysql_parts(conn: psycopg.Connection[Any], step: Step, plan: TablePlan, link: Link, store: S3Store,
+                      schema_doc: dict[str, Any], progress: Any, say: Callable[[str], None],
+                      hash_rows: bool = True) -> list[str]:
+    """COPY every data (or tombstone) part of ``link``, one COPY per part; returns the checked part digests.
+
+    One COPY per part keeps errors exact (the server's line number is the part's row; a lost
+    connection is noticed when the part's COPY ends); the producer thread works ahead meanwhile.
+    """
+    stored = [c for c in schema_doc["columns"] if not c["generated"]]
+    cols = plan.columns
+    parts = link.parts if step.parts == "data" else link.tombstones
+    if step.parts == "tombstones":
+        stored = [next(c for c in stored if c["name"] == k) for k in plan.key]
+        cols = [plan.column(k) for k in plan.key]
+    digests: list[str] = []
+    chunks = prefetch(_csv_chunks(store, link, parts, stored, cols, step.direct, hash_rows), depth=3)
+    key = parts[0]["key"] if parts else ""
+    try:
+        with conn.cursor() as cur:
+            copy_cm: Any = None
+            cp: Any = None
+            try:
+                for part, data, n in chunks:
+                    key = part["key"]
+                    if data is None:  # the part's rows and digest checked out: end its COPY
+                        if copy_cm is not None:
+                            cm, copy_cm = copy_cm, None
+                            cm.__exit__(None, None, None)
+                        digests.append(str(part["digest"]))
+                        continue
+                    if copy_cm is None:
+                        msg = f"{link.snapshot_id}: loading {step.parts} part {key}"
+                        if progress is not None and hasattr(progress, "note"):
+                            progress.note(msg)  # per-part news goes to the progress bar, not the log
+                        else:
+                            say(msg)
+                        copy_cm = cur.copy(step.sql)
+                        cp = copy_cm.__enter__()
+                    cp.write(data)
+                    if progress is not None:
+                        progress.advance(n, 0)
+            except BaseException as exc:
+                if copy_cm is not None:  # abort the COPY in progress (psycopg sends CopyFail)
+                    copy_cm.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+    except psycopg.Error as e:
+        raise translate(e, f"loading {_copy_where(e, key, link)}") from e
+    except KeyboardInterrupt as e:
+        raise Interrupted("interrupted: nothing was committed") from e
+    finally:
+        chunks.close()
+    return digests
 
 
 def _dynamodb_rows(f: IO[bytes], plan: TablePlan, key: str, digest: Digest) -> Iterator[list[tuple[Any, ...]]]:
@@ -508,17 +640,77 @@ def _dynamodb_rows(f: IO[bytes], plan: TablePlan, key: str, digest: Digest) -> I
 # -- verification -------------------------------------------------------------------
 
 
-def _from_pg(value: Any, kind: str) -> Any:
-    """A value read back from the stand-in in the normal form of its MySQL kind."""
-    if value is None:
-        return None
-    if kind in ("int", "uint", "year", "bit"):
-        return int(value)
-    if kind == "time":
-        return timedelta(microseconds=int(value))
+def _from_pg_text(arr: pa.Array, col: dict[str, Any]) -> pa.Array:
+    """A column of read-back CSV text (see ``_readback_sql``) as the Arrow array the part held."""
+    kind = col["kind"]
+    want = arrow_type(col)
     if kind == "binary":
-        return bytes(value)
-    return normalize(value, kind)
+        return pa.array([None if v is None else bytes.fromhex(v) for v in arr.to_pylist()], want)
+    if kind in ("string", "json"):
+        return arr
+    if kind == "time":
+        return pc.cast(arr, pa.int64()).view(want)
+    if kind == "timestamp":
+        return pc.cast(arr, pa.timestamp("us")).view(want)
+    return pc.cast(arr, want)
+
+
+def _readback_sql(plan: TablePlan, stored: list[dict[str, Any]]) -> str:
+    """The target as CSV whose text ``_from_pg_text`` parses back exactly (UTC, 0/1, hex)."""
+    exprs = []
+    for c, col in zip(plan.columns, stored, strict=True):
+        ref = quote_ident(c.name)
+        if col["kind"] == "timestamp":
+            exprs.append(f"({ref} AT TIME ZONE 'UTC')")
+        elif c.convert == "bool":
+            exprs.append(f"CAST({ref} AS INTEGER)")
+        elif col["kind"] == "binary":
+            exprs.append(f"encode({ref}, 'hex')")
+        else:
+            exprs.append(ref)
+    return f"COPY (SELECT {', '.join(exprs)} FROM {plan.ref}) TO STDOUT WITH (FORMAT csv)"
+
+
+def _copy_out_chunks(conn: psycopg.Connection[Any], sql: str) -> Iterator[bytes]:
+    """The output of ``COPY ... TO STDOUT`` in chunks of about READBACK_BYTES (whole rows)."""
+    pending: list[bytes] = []
+    size = 0
+    with conn.cursor() as cur, cur.copy(sql) as cp:
+        while data := cp.read():
+            pending.append(bytes(data))
+            size += len(data)
+            if size >= READBACK_BYTES:
+                yield b"".join(pending)
+                pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
+def _readback_mysql(conn: psycopg.Connection[Any], plan: TablePlan, stored: list[dict[str, Any]]) -> Digest:
+    """The ``mysql-row-v1`` digest of the target table, read back with COPY TO and parsed column-wise."""
+    names = [c["name"] for c in stored]
+    read_opts = pacsv.ReadOptions(column_names=[f"c{i}" for i in range(len(stored))])
+    parse_opts = pacsv.ParseOptions(newlines_in_values=True)
+    convert_opts = pacsv.ConvertOptions(column_types={f"c{i}": pa.string() for i in range(len(stored))},
+                                        strings_can_be_null=True, quoted_strings_can_be_null=False,
+                                        null_values=[""])
+    total, count = 0, 0
+
+    # Session settings the text depends on, for this transaction only: ISO dates, shortest-exact floats.
+    conn.execute("SET LOCAL datestyle TO 'ISO, YMD'")
+    conn.execute("SET LOCAL extra_float_digits TO 1")
+    chunks = prefetch(_copy_out_chunks(conn, _readback_sql(plan, stored)), depth=2)  # read while hashing
+    try:
+        for data in chunks:
+            table = pacsv.read_csv(pa.py_buffer(data), read_options=read_opts, parse_options=parse_opts,
+                                   convert_options=convert_opts)
+            arrays = [_from_pg_text(table.column(i).combine_chunks(), col) for i, col in enumerate(stored)]
+            batch = pa.RecordBatch.from_arrays(arrays, names=names)
+            total += hash_sum(row_hashes(batch, stored))
+            count += batch.num_rows
+    finally:
+        chunks.close()
+    return Digest(total % (1 << 256), count)
 
 
 def _verify(conn: psycopg.Connection[Any], settings: PgSettings, plan: TablePlan, schema_doc: dict[str, Any],
@@ -536,19 +728,13 @@ def _verify(conn: psycopg.Connection[Any], settings: PgSettings, plan: TablePlan
         if not table_level or settings.dialect != "postgres":
             return rows, None
         say(f"reading back {plan.schema}.{plan.table} to verify")
-        digest = Digest()
-        exprs = [f"CAST({quote_ident(c.name)} AS TEXT)" if c.type == "SUPER" else quote_ident(c.name)
-                 for c in plan.columns]
-        with conn.cursor() as cur:
-            if plan.source_kind == "dynamodb":
+        if plan.source_kind == "dynamodb":
+            digest = Digest()
+            with conn.cursor() as cur:
                 for (text,) in cur.stream(f"SELECT CAST({quote_ident(rsql.ITEM_COLUMN)} AS TEXT) FROM {plan.ref}"):
                     digest.add_hash(item_hash(decode_line(b'{"Item":' + text.encode() + b"}")))
-            else:
-                stored = [c for c in schema_doc["columns"] if not c["generated"]]
-                names = [c["name"] for c in stored]
-                kinds = [c["kind"] for c in stored]
-                for r in cur.stream(f"SELECT {', '.join(exprs)} FROM {plan.ref}"):
-                    digest.add_hash(row_hash(names, kinds, [_from_pg(v, k) for v, k in zip(r, kinds, strict=True)]))
+        else:
+            digest = _readback_mysql(conn, plan, [c for c in schema_doc["columns"] if not c["generated"]])
     except psycopg.Error as e:
         raise translate(e, what) from e
     if digest.count != want_rows or digest.hexdigest() != want_digest:
