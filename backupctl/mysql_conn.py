@@ -2,14 +2,18 @@
 
 A MySQL endpoint is named by ``mysql://USER@HOST[:PORT]/DB``. The password
 never comes from argv: a URI that embeds one (``mysql://u:pw@h/db``) is
-refused. It comes, in this order, from ``--password-file PATH``, the
-``MYSQL_PWD`` environment variable, or the ``password`` of the ``[client]``
-group of ``~/.my.cnf``; with none of them the password is empty.
+refused. It comes, in this order (``backupctl.passwords``), from
+``--password-file PATH``, an AWS Secrets Manager secret (``--secret-id``; a
+JSON secret may also give the user, and the URI may then omit it:
+``mysql://HOST[:PORT]/DB``), the ``MYSQL_PWD`` environment variable, or the
+``password`` of the ``[client]`` group of ``~/.my.cnf``; with none of them
+the password is empty.
 
 ``MySQLSettings`` holds the password in memory only (``repr=False``) so the
 local engine's tasks can connect; ``to_dict()`` - what task specs, manifests
 and ``--json`` output may carry - names where the password comes from (a file
-path or ``env``/``option-file``), never the password itself.
+path, a secret's id and region, or ``env``/``option-file``), never the
+password itself.
 
 ``translate`` maps pymysql errors to backupctl's error types (and so to exit
 codes): access denied -> AuthError (6), unknown database/table -> NotFound
@@ -23,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import pymysql
@@ -37,8 +41,12 @@ except ImportError:  # pragma: no cover - a dependency; without it bulk reads fa
     MySQLdb = None
 
 from backupctl.errors import AuthError, BackupctlError, Conflict, DataPathError, InvalidInput, NotFound
-from backupctl.passwords import read_password_file
+from backupctl.passwords import SecretRef
+from backupctl.passwords import resolve_password as _resolve
 from backupctl.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from backupctl.aws import AwsContext
 
 DEFAULT_PORT = 3306
 CONNECT_TIMEOUT_S = 10
@@ -46,7 +54,9 @@ CONNECT_TIMEOUT_S = 10
 # a wrong host should fail within seconds, not after the data path's 600 s.
 CONNECT_POLICY = RetryPolicy(max_attempts=4, initial_s=0.2, max_backoff_s=2.0, deadline_s=30.0)
 
-_URI_RE = re.compile(r"^mysql://(?P<auth>[^@/]*)@(?P<host>\[[^\]]+\]|[^:/]+)(?::(?P<port>[^/]*))?/(?P<db>[^/?#]+)/?$")
+_URI_RE = re.compile(
+    r"^mysql://(?:(?P<auth>[^@/]*)@)?(?P<host>\[[^\]]+\]|[^:/@]+)(?::(?P<port>[^/@]*))?/(?P<db>[^/?#]+)/?$"
+)
 
 # Server error codes (mysqld_error.h / errmsg.h).
 ER_DBACCESS_DENIED = 1044
@@ -83,12 +93,14 @@ class MySQLSettings:
     host: str
     port: int
     database: str
-    password_source: str = "none"  # "file" | "env" | "option-file" | "none"
+    password_source: str = "none"  # "file" | "secret" | "env" | "option-file" | "none"
     password_file: str | None = None
+    secret_id: str | None = None
+    secret_region: str | None = None
     password: str = field(default="", repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """What may be written anywhere: no password, at most the path of a password file."""
+        """What may be written anywhere: no password, at most the path of a password file or a secret's id."""
         return {
             "user": self.user,
             "host": self.host,
@@ -96,23 +108,42 @@ class MySQLSettings:
             "database": self.database,
             "password_source": self.password_source,
             "password_file": self.password_file,
+            "secret_id": self.secret_id,
+            "secret_region": self.secret_region,
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MySQLSettings:
-        """Rebuild settings in another process, re-reading the password from its source."""
+    def from_dict(cls, d: dict[str, Any], aws: AwsContext | None = None) -> MySQLSettings:
+        """Rebuild settings in another process, re-reading the password from its source.
+
+        ``aws`` (the task spec's) reaches Secrets Manager when the password comes from a secret.
+        """
         s = cls(
             user=str(d["user"]), host=str(d["host"]), port=int(d["port"]), database=str(d["database"]),
             password_source=str(d.get("password_source") or "none"), password_file=d.get("password_file"),
+            secret_id=d.get("secret_id"), secret_region=d.get("secret_region"),
         )
-        s.password = resolve_password(s.password_file)[1]
+        secret = None
+        if s.password_source == "secret" and s.secret_id:
+            from backupctl.aws import AwsContext
+
+            secret = SecretRef(s.secret_id, str(s.secret_region), aws or AwsContext())
+        s.password = resolve_password(s.password_file, secret)[1]
         return s
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> MySQLSettings:
+        """The settings of a task spec (its ``mysql`` and ``aws`` entries), password re-read from its source."""
+        from backupctl.aws import AwsContext
+
+        return cls.from_dict(spec["mysql"], AwsContext.from_dict(spec.get("aws")))
 
     def describe(self) -> str:
         return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
 
     def with_database(self, database: str) -> MySQLSettings:
-        s = MySQLSettings(self.user, self.host, self.port, database, self.password_source, self.password_file)
+        s = MySQLSettings(self.user, self.host, self.port, database, self.password_source, self.password_file,
+                          self.secret_id, self.secret_region)
         s.password = self.password
         return s
 
@@ -280,18 +311,23 @@ def as_pymysql_error(e: BaseException) -> BaseException:
     return out
 
 
-def parse_mysql_uri(uri: str, what: str = "--source") -> tuple[str, str, int, str]:
-    """(user, host, port, database) of ``mysql://USER@HOST[:PORT]/DB``; refuses embedded passwords."""
+def parse_mysql_uri(uri: str, what: str = "--source", user_optional: bool = False) -> tuple[str, str, int, str]:
+    """(user, host, port, database) of ``mysql://USER@HOST[:PORT]/DB``; refuses embedded passwords.
+
+    With ``user_optional`` (a --secret-id may name the user) ``mysql://HOST[:PORT]/DB`` gives user "".
+    """
     m = _URI_RE.match(uri or "")
     if not m:
         if (uri or "").startswith("mysql://") and "@" in uri.split("/", 3)[2] and ":" in uri.split("/", 3)[2].split("@")[0]:
             raise InvalidInput(_password_in_uri(what))
         raise InvalidInput(f"invalid {what} '{_redact(uri)}': expected mysql://USER@HOST[:PORT]/DB")
-    auth = m.group("auth")
+    if m.group("auth") is None and not user_optional:
+        raise InvalidInput(f"invalid {what} '{uri}': expected mysql://USER@HOST[:PORT]/DB")
+    auth = m.group("auth") or ""
     if ":" in auth:
         raise InvalidInput(_password_in_uri(what))
     user = unquote(auth)
-    if not user:
+    if not user and not user_optional:
         raise InvalidInput(f"invalid {what} '{uri}': the user is missing (mysql://USER@HOST[:PORT]/DB)")
     port_text = m.group("port")
     if port_text in (None, ""):
@@ -306,7 +342,7 @@ def parse_mysql_uri(uri: str, what: str = "--source") -> tuple[str, str, int, st
 def _password_in_uri(what: str) -> str:
     return (
         f"{what} URI contains a password: passwords are never taken from the command line; "
-        "use --password-file PATH, MYSQL_PWD or ~/.my.cnf"
+        "use --password-file PATH, AWS Secrets Manager, MYSQL_PWD or ~/.my.cnf"
     )
 
 
@@ -332,10 +368,7 @@ def _option_file_password() -> str | None:
     return value
 
 
-def resolve_password(password_file: str | None) -> tuple[str, str]:
-    """(source, password): --password-file, else MYSQL_PWD, else ~/.my.cnf, else empty."""
-    if password_file:
-        return "file", read_password_file(password_file)
+def _client_fallback() -> tuple[str, str | None]:
     env = os.environ.get("MYSQL_PWD")
     if env is not None:
         return "env", env
@@ -345,13 +378,39 @@ def resolve_password(password_file: str | None) -> tuple[str, str]:
     return "none", ""
 
 
-def settings_from_uri(uri: str, password_file: str | None, what: str = "--source") -> MySQLSettings:
-    user, host, port, db = parse_mysql_uri(uri, what)
-    source, password = resolve_password(password_file)
-    s = MySQLSettings(user=user, host=host, port=port, database=db, password_source=source,
-                      password_file=str(Path(password_file).expanduser()) if password_file else None)
-    s.password = password
+def resolve_password(password_file: str | None, secret: SecretRef | None = None) -> tuple[str, str]:
+    """(source, password): --password-file, else --secret-id, else MYSQL_PWD, else ~/.my.cnf, else empty."""
+    r = _resolve(password_file, secret, _client_fallback)
+    return r.source, r.password or ""
+
+
+def make_settings(user: str, host: str, port: int, database: str, password_file: str | None,
+                  secret: SecretRef | None = None, what: str = "--source",
+                  default_user: str | None = None) -> MySQLSettings:
+    """Settings with the password from its source (see ``backupctl.passwords``).
+
+    The user is ``user``, else a JSON secret's ``username`` (when the secret is
+    the password source), else ``default_user`` (e.g. an RDS instance's master
+    user); none of them -> InvalidInput.
+    """
+    r = _resolve(password_file, secret, _client_fallback)
+    user = user or r.username or default_user or ""
+    if not user:
+        raise InvalidInput(f"{what}: no user (name it in the URI, mysql://USER@HOST[:PORT]/DB"
+                           + (f", or in the JSON of secret '{secret.secret_id}' as \"username\")"
+                              if secret and r.source == "secret" else ")"))
+    s = MySQLSettings(user=user, host=host, port=port, database=database, password_source=r.source,
+                      password_file=str(Path(password_file).expanduser()) if password_file else None,
+                      secret_id=secret.secret_id if r.source == "secret" and secret else None,
+                      secret_region=secret.region if r.source == "secret" and secret else None)
+    s.password = r.password or ""
     return s
+
+
+def settings_from_uri(uri: str, password_file: str | None, what: str = "--source",
+                      secret: SecretRef | None = None) -> MySQLSettings:
+    user, host, port, db = parse_mysql_uri(uri, what, user_optional=secret is not None)
+    return make_settings(user, host, port, db, password_file, secret, what)
 
 
 def error_code(e: BaseException) -> int | None:
@@ -393,6 +452,7 @@ def run_sql(conn: pymysql.connections.Connection, sql: str, params: Any = None, 
 
 __all__ = [
     "MySQLSettings",
+    "make_settings",
     "parse_mysql_uri",
     "quote_ident",
     "resolve_password",

@@ -3,10 +3,13 @@
 An endpoint is named by ``redshift://USER@HOST[:PORT]/DB`` (default port
 5439) or, for the local stand-in, ``postgres://`` / ``postgresql://`` (default
 port 5432). As for MySQL the password never comes from argv: a URI that
-embeds one is refused (exit 2). It comes from ``--password-file PATH``, else
-``PGPASSWORD``, else ``~/.pgpass`` (both read by libpq itself), else nothing
-(trust authentication). ``PgSettings`` holds a password-file password in
-memory only; ``to_dict()`` names where it comes from, never the password.
+embeds one is refused (exit 2). It comes (``backupctl.passwords``) from
+``--password-file PATH``, else an AWS Secrets Manager secret (``--secret-id``;
+a JSON secret as Redshift manages them may also give the user, and the URI
+may then omit it), else ``PGPASSWORD``, else ``~/.pgpass`` (both read by libpq
+itself), else nothing (trust authentication). ``PgSettings`` holds a file or
+secret password in memory only; ``to_dict()`` names where it comes from,
+never the password.
 
 ``translate`` maps psycopg errors to backupctl's error types: authentication
 -> AuthError (6), unreachable server or lost connection -> DataPathError (7),
@@ -17,6 +20,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +31,16 @@ from urllib.parse import unquote
 import psycopg
 
 from backupctl.errors import AuthError, BackupctlError, Conflict, DataPathError, InvalidInput, NotFound
-from backupctl.passwords import read_password_file
+from backupctl.passwords import SecretRef
+from backupctl.passwords import resolve_password as _resolve
 
 CONNECT_TIMEOUT_S = 10
 APPLICATION_NAME = "backupctl"
 DEFAULT_PORTS = {"redshift": 5439, "postgres": 5432, "postgresql": 5432}
 
 _URI_RE = re.compile(
-    r"^(?P<scheme>redshift|postgres|postgresql)://(?P<auth>[^@/]*)@(?P<host>\[[^\]]+\]|[^:/]+)"
-    r"(?::(?P<port>[^/]*))?/(?P<db>[^/?#]+)/?$"
+    r"^(?P<scheme>redshift|postgres|postgresql)://(?:(?P<auth>[^@/]*)@)?(?P<host>\[[^\]]+\]|[^:/@]+)"
+    r"(?::(?P<port>[^/@]*))?/(?P<db>[^/?#]+)/?$"
 )
 _REDSHIFT_HOST_RE = re.compile(
     r"\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.redshift(?:-serverless)?\.amazonaws\.com$", re.IGNORECASE
@@ -68,14 +75,17 @@ class PgSettings:
     host: str
     port: int
     database: str
-    password_source: str = "none"  # "file" | "env" | "pgpass" | "none"
+    password_source: str = "none"  # "file" | "secret" | "env" | "pgpass" | "none"
     password_file: str | None = None
+    secret_id: str | None = None
+    secret_region: str | None = None
     password: str | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "dialect": self.dialect, "user": self.user, "host": self.host, "port": self.port,
             "database": self.database, "password_source": self.password_source, "password_file": self.password_file,
+            "secret_id": self.secret_id, "secret_region": self.secret_region,
         }
 
     def describe(self) -> str:
@@ -114,8 +124,11 @@ class PgSettings:
         return conn
 
 
-def parse_pg_uri(uri: str, what: str = "--to") -> tuple[str, str, str, int, str]:
-    """(dialect, user, host, port, database) of a redshift:// or postgres:// URI; refuses embedded passwords."""
+def parse_pg_uri(uri: str, what: str = "--to", user_optional: bool = False) -> tuple[str, str, str, int, str]:
+    """(dialect, user, host, port, database) of a redshift:// or postgres:// URI; refuses embedded passwords.
+
+    With ``user_optional`` (a --secret-id may name the user) a URI without ``USER@`` gives user "".
+    """
     m = _URI_RE.match(uri or "")
     if not m:
         netloc = (uri or "").split("/", 3)[2] if (uri or "").count("/") >= 2 else ""
@@ -123,11 +136,14 @@ def parse_pg_uri(uri: str, what: str = "--to") -> tuple[str, str, str, int, str]
             raise InvalidInput(_password_in_uri(what))
         raise InvalidInput(f"invalid {what} '{_redact(uri)}': expected redshift://USER@HOST[:PORT]/DB "
                            "or postgres://USER@HOST[:PORT]/DB")
-    auth = m.group("auth")
+    if m.group("auth") is None and not user_optional:
+        raise InvalidInput(f"invalid {what} '{uri}': expected redshift://USER@HOST[:PORT]/DB "
+                           "or postgres://USER@HOST[:PORT]/DB")
+    auth = m.group("auth") or ""
     if ":" in auth:
         raise InvalidInput(_password_in_uri(what))
     user = unquote(auth)
-    if not user:
+    if not user and not user_optional:
         raise InvalidInput(f"invalid {what} '{uri}': the user is missing")
     scheme = m.group("scheme")
     port_text = m.group("port")
@@ -143,17 +159,15 @@ def parse_pg_uri(uri: str, what: str = "--to") -> tuple[str, str, str, int, str]
 
 def _password_in_uri(what: str) -> str:
     return (f"{what} URI contains a password: passwords are never taken from the command line; "
-            "use --password-file PATH, PGPASSWORD or ~/.pgpass")
+            "use --password-file PATH, AWS Secrets Manager, PGPASSWORD or ~/.pgpass")
 
 
 def _redact(uri: str | None) -> str:
     return re.sub(r"((?:redshift|postgres|postgresql)://[^:@/]*):[^@/]*@", r"\1:***@", uri or "")
 
 
-def resolve_password(password_file: str | None) -> tuple[str, str | None]:
-    """(source, password or None). Only a password file is read here; libpq reads PGPASSWORD and ~/.pgpass."""
-    if password_file:
-        return "file", read_password_file(password_file)
+def _client_fallback() -> tuple[str, str | None]:
+    """Where libpq will find the password (it reads PGPASSWORD and ~/.pgpass itself)."""
     if os.environ.get("PGPASSWORD") is not None:
         return "env", None
     pgpass = Path(os.environ.get("PGPASSFILE") or "~/.pgpass").expanduser()
@@ -162,12 +176,44 @@ def resolve_password(password_file: str | None) -> tuple[str, str | None]:
     return "none", None
 
 
-def settings_from_uri(uri: str, password_file: str | None, what: str = "--to") -> PgSettings:
-    dialect, user, host, port, db = parse_pg_uri(uri, what)
-    source, password = resolve_password(password_file)
-    s = PgSettings(dialect=dialect, user=user, host=host, port=port, database=db, password_source=source,
-                   password_file=str(Path(password_file).expanduser()) if password_file else None)
-    s.password = password
+def resolve_password(password_file: str | None, secret: SecretRef | None = None) -> tuple[str, str | None]:
+    """(source, password or None): --password-file, else --secret-id, else PGPASSWORD / ~/.pgpass (libpq's)."""
+    r = _resolve(password_file, secret, _client_fallback)
+    return r.source, r.password
+
+
+# The secret of the restore being run, for callers that build settings with
+# ``settings_from_uri(uri, password_file, what)`` alone (targets/redshift.py):
+# ``restore.restore_redshift`` sets it around the restore with ``secret_scope``.
+_SCOPED_SECRET: ContextVar[SecretRef | None] = ContextVar("backupctl_pg_secret", default=None)
+
+
+@contextmanager
+def secret_scope(secret: SecretRef | None) -> Iterator[None]:
+    """Within the block, ``settings_from_uri`` without an explicit secret reads the password from ``secret``."""
+    token = _SCOPED_SECRET.set(secret)
+    try:
+        yield
+    finally:
+        _SCOPED_SECRET.reset(token)
+
+
+def settings_from_uri(uri: str, password_file: str | None, what: str = "--to",
+                      secret: SecretRef | None = None) -> PgSettings:
+    secret = secret or _SCOPED_SECRET.get()
+    dialect, user, host, port, db = parse_pg_uri(uri, what, user_optional=secret is not None)
+    r = _resolve(password_file, secret, _client_fallback)
+    user = user or (r.username if r.source == "secret" else None) or ""
+    if not user:
+        raise InvalidInput(f"{what}: no user (name it in the URI, USER@HOST"
+                           + (f", or in the JSON of secret '{secret.secret_id}' as \"username\")"
+                              if secret and r.source == "secret" else ")"))
+    from_secret = secret if r.source == "secret" else None
+    s = PgSettings(dialect=dialect, user=user, host=host, port=port, database=db, password_source=r.source,
+                   password_file=str(Path(password_file).expanduser()) if password_file else None,
+                   secret_id=from_secret.secret_id if from_secret else None,
+                   secret_region=from_secret.region if from_secret else None)
+    s.password = r.password
     return s
 
 
@@ -198,5 +244,5 @@ def translate(e: psycopg.Error, what: str, connecting: bool = False) -> Backupct
     return DataPathError(f"{what}: {msg}; nothing was committed")
 
 
-__all__ = ["PgSettings", "is_pg_uri", "parse_pg_uri", "quote_ident", "quote_literal", "settings_from_uri",
-           "translate"]
+__all__ = ["PgSettings", "is_pg_uri", "parse_pg_uri", "quote_ident", "quote_literal", "secret_scope",
+           "settings_from_uri", "translate"]

@@ -34,7 +34,8 @@ from backupctl.errors import (
 )
 from backupctl.formats.dynamodb_json import combine_hex
 from backupctl.model import Manifest, TaskSpec, check_snapshot_id
-from backupctl.mysql_conn import MySQLSettings, settings_from_uri
+from backupctl.mysql_conn import MySQLSettings, parse_mysql_uri, settings_from_uri
+from backupctl.passwords import SecretRef
 from backupctl.repository import Repository, parse_repo_uri
 from backupctl.retry import TokenBucket
 from backupctl.sources import mysql as mysql_source
@@ -223,10 +224,12 @@ class MySQLRestoreOptions:
     yes: bool = False
     verify: bool = True
     only_increment: bool = False
+    secret_id: str | None = None  # Secrets Manager secret (in --region unless an ARN names another)
 
 
-def check_mysql_options(opts: MySQLRestoreOptions) -> MySQLSettings:
-    settings = settings_from_uri(opts.target_uri, opts.password_file, "--to")
+def check_mysql_options(opts: MySQLRestoreOptions, aws: AwsContext | None = None) -> MySQLSettings:
+    """Validate the options, then resolve the target's settings (a --secret-id is read in --region)."""
+    parse_mysql_uri(opts.target_uri, "--to", user_optional=opts.secret_id is not None)
     check_snapshot_id(opts.snapshot_id)
     validate_region(opts.region, "--region")
     if opts.repo_uri is not None:
@@ -238,7 +241,11 @@ def check_mysql_options(opts: MySQLRestoreOptions) -> MySQLSettings:
                            f"combined with --mode {opts.mode}")
     if opts.workers < 1:
         raise InvalidInput("--workers must be at least 1")
-    return settings
+    aws = aws or AwsContext()
+    secret = SecretRef.make(aws, opts.secret_id, opts.region)
+    if secret is not None:
+        aws.check_credentials()
+    return settings_from_uri(opts.target_uri, opts.password_file, "--to", secret)
 
 
 @dataclass
@@ -307,7 +314,7 @@ def restore_mysql(
     ``verify`` is off, or the target held other rows before an upsert/append:
     then the loaded parts' digests are compared).
     """
-    settings = check_mysql_options(opts)
+    settings = check_mysql_options(opts, aws)
     aws.check_credentials()
     say = on_event or (lambda _m: None)
     started = time.monotonic()
@@ -498,6 +505,7 @@ class RedshiftRestoreOptions:
     password_file: str | None = None
     dry_run: bool = False
     verify: bool = True
+    secret_id: str | None = None  # Secrets Manager secret (in --region unless an ARN names another)
 
 
 def restore_redshift(
@@ -512,6 +520,15 @@ def restore_redshift(
     any failure leaves the target as it was. See backupctl/targets/redshift.py
     and docs/adr/0006-redshift-target.md.
     """
+    from backupctl import pg_conn
     from backupctl.targets import redshift as redshift_target  # psycopg is imported only when needed
 
-    return redshift_target.restore(aws, opts, progress_factory=progress_factory, on_event=on_event)
+    secret = None
+    if opts.secret_id is not None:
+        pg_conn.parse_pg_uri(opts.target_uri, "--to", user_optional=True)
+        validate_region(opts.region, "--region")
+        secret = SecretRef.make(aws, opts.secret_id, opts.region)
+        aws.check_credentials()
+    # The target builds its settings with pg_conn.settings_from_uri, which reads the scoped secret.
+    with pg_conn.secret_scope(secret):
+        return redshift_target.restore(aws, opts, progress_factory=progress_factory, on_event=on_event)

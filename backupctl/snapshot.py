@@ -22,7 +22,8 @@ from backupctl.engines import TaskContext, get_engine
 from backupctl.errors import Conflict, InvalidInput, NotFound
 from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, combine_hex
 from backupctl.model import Manifest, PartResult, TaskSpec, isoformat, new_snapshot_id, source_key, utcnow
-from backupctl.mysql_conn import MySQLSettings, settings_from_uri
+from backupctl.mysql_conn import MySQLSettings, make_settings, parse_mysql_uri, settings_from_uri
+from backupctl.passwords import SecretRef
 from backupctl.repository import Repository, parse_repo_uri
 from backupctl.retry import TokenBucket
 from backupctl.sources import dynamodb as ddb_source
@@ -348,7 +349,7 @@ MYSQL_MODES = ("full", "incremental")
 
 @dataclass
 class MySQLSnapshotOptions:
-    source_uri: str
+    source_uri: str | None  # mysql://USER@HOST[:PORT]/DB, or None with rds_instance
     table: str
     source_region: str
     target_region: str
@@ -367,11 +368,34 @@ class MySQLSnapshotOptions:
     # Library only (tests, aligned windows): end the window here instead of at server clock - safety lag.
     # It must not be later than that.
     window_to: datetime | None = None
+    secret_id: str | None = None  # Secrets Manager secret (in source_region unless an ARN names another)
+    rds_instance: str | None = None  # instead of source_uri: the endpoint from RDS DescribeDBInstances
+    database: str | None = None  # with rds_instance
+    user: str | None = None  # with rds_instance (default: the secret's username, else the master user)
 
 
-def check_mysql_options(opts: MySQLSnapshotOptions) -> MySQLSettings:
-    """Validate everything that needs no server; returns the connection settings."""
-    settings = settings_from_uri(opts.source_uri, opts.password_file, "--source")
+def check_mysql_options(opts: MySQLSnapshotOptions, aws: AwsContext | None = None,
+                        ) -> tuple[MySQLSettings, dict[str, Any]]:
+    """Validate the options, then resolve the connection settings and the password.
+
+    Everything that needs no server is checked first; with ``--rds-instance``
+    the endpoint is looked up in RDS and with ``--secret-id`` the password is
+    read from Secrets Manager (both in the source region, through ``aws``).
+    Returns the settings and the manifest's ``source`` (where the table is,
+    never how to log in).
+    """
+    if opts.rds_instance is not None:
+        if opts.source_uri is not None:
+            raise InvalidInput("--rds-instance and --source are two ways to name the source: give one")
+        if not opts.database:
+            raise InvalidInput("--rds-instance needs --database DB")
+    else:
+        if opts.source_uri is None:
+            raise InvalidInput("--source mysql://USER@HOST[:PORT]/DB or --rds-instance ID is required")
+        if opts.database is not None or opts.user is not None:
+            raise InvalidInput("--database and --user apply to --rds-instance; with --source they are part "
+                               "of the URI (mysql://USER@HOST[:PORT]/DB)")
+        parse_mysql_uri(opts.source_uri, "--source", user_optional=opts.secret_id is not None)
     validate_region(opts.source_region, "--from region")
     validate_region(opts.target_region, "--to region")
     if opts.repo_uri is not None:
@@ -396,7 +420,24 @@ def check_mysql_options(opts: MySQLSnapshotOptions) -> MySQLSettings:
             raise InvalidInput("--safety-lag must be between 0 and 86400 seconds")
     elif opts.watermark_column is not None or opts.detect_deletes:
         raise InvalidInput("--watermark-column and --detect-deletes apply to --mode incremental")
-    return settings
+    aws = aws or AwsContext()
+    secret = SecretRef.make(aws, opts.secret_id, opts.source_region)
+    if secret is not None or opts.rds_instance is not None:
+        aws.check_credentials()
+    if opts.rds_instance is None:
+        assert opts.source_uri is not None
+        settings = settings_from_uri(opts.source_uri, opts.password_file, "--source", secret)
+        return settings, {"kind": "mysql", "region": opts.source_region, "host": settings.host,
+                          "port": settings.port, "database": settings.database, "table": opts.table}
+    from backupctl.sources.rds import resolve_instance
+
+    ep = resolve_instance(aws, opts.source_region, opts.rds_instance)
+    settings = make_settings(opts.user or "", ep.connect_host, ep.connect_port, str(opts.database),
+                             opts.password_file, secret, f"--rds-instance {ep.instance_id}",
+                             default_user=ep.master_username)
+    return settings, {"kind": "mysql", "region": opts.source_region, "rds_instance": ep.instance_id,
+                      "engine": ep.engine, "host": ep.address, "port": ep.port, "database": settings.database,
+                      "table": opts.table}
 
 
 def snapshot_mysql(
@@ -411,10 +452,10 @@ def snapshot_mysql(
     an incremental) the watermark column and the parent before writing
     anything to the repository.
     """
-    settings = check_mysql_options(opts)
+    settings, source = check_mysql_options(opts, aws)
     aws.check_credentials()
     if opts.mode == "incremental":
-        return _snapshot_mysql_incremental(aws, opts, settings, progress_factory, on_event)
+        return _snapshot_mysql_incremental(aws, opts, settings, source, progress_factory, on_event)
     say = on_event or (lambda _m: None)
     conn = settings.connect()
     try:
@@ -436,7 +477,7 @@ def snapshot_mysql(
                                          min(opts.workers, chunks))
     plan = ExportPlan(
         kind="mysql",
-        source=_mysql_source(opts, settings),
+        source=source,
         source_key=sk,
         schema=mysql_source.table_schema(info),
         build_tasks=lambda prefix: mysql_source.plan_export(
@@ -465,11 +506,6 @@ def snapshot_mysql(
         say("note: this run resumed an interrupted one; chunks read before the interruption come from "
             "an earlier read view (use --no-resume for a single consistent view)")
     return result
-
-
-def _mysql_source(opts: MySQLSnapshotOptions, settings: MySQLSettings) -> dict[str, Any]:
-    return {"kind": "mysql", "region": opts.source_region, "host": settings.host, "port": settings.port,
-            "database": settings.database, "table": opts.table}
 
 
 def _run_mysql(repo: Repository, plan: ExportPlan, opts: MySQLSnapshotOptions,
@@ -546,6 +582,7 @@ def _snapshot_mysql_incremental(
     aws: AwsContext,
     opts: MySQLSnapshotOptions,
     settings: MySQLSettings,
+    source: dict[str, Any],
     progress_factory: Callable[[str, int | None], Any] | None,
     on_event: Callable[[str], None] | None,
 ) -> SnapshotResult:
@@ -610,7 +647,7 @@ def _snapshot_mysql_incremental(
     parent_keys = list(parent["key_set"].get("parts") or [])
     plan = ExportPlan(
         kind="mysql",
-        source=_mysql_source(opts, settings),
+        source=source,
         source_key=sk,
         schema=mysql_source.table_schema(info),
         build_tasks=lambda prefix: mysql_source.plan_increment(

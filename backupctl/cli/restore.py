@@ -70,8 +70,14 @@ def redshift_options(f):  # type: ignore[no-untyped-def]
                    "stand-in) restores a MySQL or DynamoDB snapshot into Redshift.")
 @click.option("--table", "mysql_table", help="MySQL: target table (default: the source table's name); "
               "Redshift: SCHEMA.TABLE.")
-@click.option("--password-file", type=click.Path(dir_okay=False), help="MySQL: file holding the password "
-              "(else MYSQL_PWD, else ~/.my.cnf [client] password).")
+@click.option("--password-file", type=click.Path(dir_okay=False), help="MySQL/Redshift: file holding the password. "
+              "Password sources in order: --password-file, --secret-id, then MYSQL_PWD, ~/.my.cnf [client] "
+              "password (MySQL) or PGPASSWORD, ~/.pgpass (Redshift/PostgreSQL).")
+@click.option("--secret-id", metavar="NAME|ARN",
+              help="MySQL/Redshift: AWS Secrets Manager secret holding the password, read in --region (an ARN's "
+                   "own region wins): a plain string, or JSON as RDS/Redshift manage them ({\"username\": ..., "
+                   "\"password\": ...}: the username is used when the --to URI names none, e.g. "
+                   "mysql://HOST:3306/DB).")
 @click.option("--no-verify", is_flag=True, help="MySQL: do not read the restored table back to compare digests.")
 @click.option("--only-increment", is_flag=True,
               help="MySQL: apply just this incremental snapshot onto a table that already holds its parent "
@@ -82,7 +88,8 @@ def redshift_options(f):  # type: ignore[no-untyped-def]
 def restore(
     app: App, snapshot_id: str, table: str | None, region: str, repo: str | None, mode: str, write_percent: float,
     max_wcu: float | None, workers: int, engine: str, dry_run: bool, yes: bool, to_uri: str | None,
-    mysql_table: str | None, password_file: str | None, no_verify: bool, only_increment: bool, as_json: bool,
+    mysql_table: str | None, password_file: str | None, secret_id: str | None, no_verify: bool, only_increment: bool,
+    as_json: bool,
 ) -> None:
     """Restore snapshot SNAPSHOT_ID into DynamoDB table --to-table in --region
     (or, with --to mysql://..., into a MySQL table).
@@ -94,10 +101,16 @@ def restore(
     then every increment up to it in order (deleted keys removed, changed rows
     upserted by primary key); --only-increment applies just that increment.
 
+    Database passwords never come from the command line: --password-file,
+    else the Secrets Manager secret --secret-id, else the client's
+    environment variable and option file; they are never written anywhere.
+
     \b
     Examples:
       backupctl restore 20261127T013000Z-1a2b3c --to-table orders-dr --region us-west-2
       backupctl restore 20261127T013000Z-1a2b3c --to mysql://admin@dr-db:3306/shop --region us-west-2
+      backupctl restore 20261127T013000Z-1a2b3c --to mysql://dr-db:3306/shop --region us-west-2 \\
+          --secret-id dr/shop-db/admin
     """
     console = app.with_json(as_json)
 
@@ -107,15 +120,16 @@ def restore(
         return click.confirm(question, default=False, err=True)
 
     if _restore_redshift(app, console, snapshot_id, to_uri, region, repo, table, mysql_table, password_file,
-                         dry_run, no_verify, only_increment, as_json):
+                         secret_id, dry_run, no_verify, only_increment, as_json):
         return
     if to_uri is not None:
         _restore_mysql(app, console, confirm, snapshot_id, to_uri, region, repo, mode, mysql_table, table,
-                       password_file, workers, engine, dry_run, yes, no_verify, as_json, only_increment)
+                       password_file, workers, engine, dry_run, yes, no_verify, as_json, only_increment, secret_id)
         return
-    if mysql_table is not None or password_file is not None or no_verify or only_increment:
-        raise InvalidInput("--table, --password-file, --no-verify and --only-increment apply to MySQL targets "
-                           "(--to mysql://...); use --to-table for DynamoDB")
+    if (mysql_table is not None or password_file is not None or secret_id is not None or no_verify
+            or only_increment):
+        raise InvalidInput("--table, --password-file, --secret-id, --no-verify and --only-increment apply to "
+                           "MySQL targets (--to mysql://...); use --to-table for DynamoDB")
     opts = DynamoRestoreOptions(
         snapshot_id=snapshot_id, table=table or "", region=region, repo_uri=repo, mode=mode,
         write_percent=write_percent, max_wcu=max_wcu, workers=workers, engine=engine, dry_run=dry_run, yes=yes,
@@ -161,6 +175,7 @@ def _restore_mysql(
     app: App, console: Console, confirm: Callable[[str], bool], snapshot_id: str, to_uri: str, region: str,
     repo: str | None, mode: str, table: str | None, to_table: str | None, password_file: str | None,
     workers: int, engine: str, dry_run: bool, yes: bool, no_verify: bool, as_json: bool, only_increment: bool = False,
+    secret_id: str | None = None,
 ) -> None:
     if not is_mysql_uri(to_uri):
         raise InvalidInput(f"invalid --to '{to_uri.split('@')[-1]}': expected mysql://USER@HOST[:PORT]/DB")
@@ -169,7 +184,7 @@ def _restore_mysql(
     opts = MySQLRestoreOptions(
         snapshot_id=snapshot_id, target_uri=to_uri, region=region, table=table, repo_uri=repo, mode=mode,
         password_file=password_file, workers=workers, engine=engine, dry_run=dry_run, yes=yes,
-        verify=not no_verify, only_increment=only_increment,
+        verify=not no_verify, only_increment=only_increment, secret_id=secret_id,
     )
     result = restore_mysql(app.aws, opts, confirm=confirm, progress_factory=console.progress, on_event=console.info)
     t = result["target"]
@@ -212,8 +227,8 @@ def _restore_mysql(
 
 def _restore_redshift(
     app: App, console: Console, snapshot_id: str, to_uri: str | None, region: str, repo: str | None,
-    to_table: str | None, table: str | None, password_file: str | None, dry_run: bool, no_verify: bool,
-    only_increment: bool, as_json: bool,
+    to_table: str | None, table: str | None, password_file: str | None, secret_id: str | None, dry_run: bool,
+    no_verify: bool, only_increment: bool, as_json: bool,
 ) -> bool:
     """Restore into Redshift / stand-in PostgreSQL when --to names one; False when it does not."""
     from click.core import ParameterSource
@@ -239,7 +254,7 @@ def _restore_redshift(
         snapshot_id=snapshot_id, target_uri=to_uri, region=region, table=table, repo_uri=repo,
         insert_mode=str(rs["insert_mode"]).upper() if "insert_mode" in rs else None, iam_role=rs.get("iam_role"),
         dist_key=rs.get("dist_key"), sort_key=sort_key, password_file=password_file, dry_run=dry_run,
-        verify=not no_verify,
+        verify=not no_verify, secret_id=secret_id,
     )
     result = restore_redshift(app.aws, opts, progress_factory=console.progress, on_event=console.info)
     t = result["target"]

@@ -41,9 +41,20 @@ from backupctl.sources.mysql import CHUNK_ROWS, CONSISTENCY, DEFAULT_SAFETY_LAG_
 @click.option("--page-size", type=int, help="Items per Scan request (smaller pages spread reads more evenly).")
 @click.option("--no-resume", is_flag=True, help="Start a new snapshot even if a crashed run of this table can be resumed.")
 @click.option("--source", "source", metavar="mysql://USER@HOST[:PORT]/DB",
-              help="Snapshot a MySQL table of this database instead of DynamoDB (no password in the URI).")
-@click.option("--password-file", type=click.Path(dir_okay=False), help="MySQL: file holding the password "
-              "(else MYSQL_PWD, else ~/.my.cnf [client] password).")
+              help="Snapshot a MySQL table of this database instead of DynamoDB (no password in the URI; "
+                   "with --secret-id the user may come from the secret: mysql://HOST[:PORT]/DB).")
+@click.option("--rds-instance", metavar="ID",
+              help="Snapshot a MySQL table of this RDS instance (mysql, mariadb or aurora-mysql): its endpoint "
+                   "comes from RDS DescribeDBInstances in --from. Needs --database; not with --source.")
+@click.option("--database", metavar="DB", help="With --rds-instance: the database holding --table.")
+@click.option("--user", metavar="USER", help="With --rds-instance: the MySQL user (default: the secret's "
+              "username, else the instance's master user).")
+@click.option("--password-file", type=click.Path(dir_okay=False), help="MySQL: file holding the password. "
+              "Password sources in order: --password-file, --secret-id, MYSQL_PWD, ~/.my.cnf [client] password.")
+@click.option("--secret-id", metavar="NAME|ARN",
+              help="MySQL: AWS Secrets Manager secret holding the password, read in --from (an ARN's own region "
+                   "wins): a plain string, or JSON as RDS manages them ({\"username\": ..., \"password\": ...}: "
+                   "the username is used when none is given).")
 @click.option("--chunk-rows", type=int, default=CHUNK_ROWS, show_default=True,
               help="MySQL: rows per primary-key range (one task each).")
 @click.option("--consistency", type=click.Choice(CONSISTENCY), default="snapshot", show_default=True,
@@ -63,7 +74,8 @@ from backupctl.sources.mysql import CHUNK_ROWS, CONSISTENCY, DEFAULT_SAFETY_LAG_
 def snapshot(
     app: App, table: str, from_region: str | None, to_region: str, repo: str | None, read_percent: float,
     max_rcu: float | None, segments: int | None, workers: int, engine: str, part_size_mb: int,
-    method: str, page_size: int | None, no_resume: bool, source: str | None, password_file: str | None, chunk_rows: int,
+    method: str, page_size: int | None, no_resume: bool, source: str | None, rds_instance: str | None,
+    database: str | None, user: str | None, password_file: str | None, secret_id: str | None, chunk_rows: int,
     consistency: str, mode: str | None, watermark_column: str | None, detect_deletes: bool, safety_lag: float,
     as_json: bool,
 ) -> None:
@@ -74,7 +86,10 @@ def snapshot(
     command again resumes it without re-reading finished segments.
 
     MySQL tables are read in parallel over primary-key ranges into Parquet
-    parts (exact types); the password never comes from the command line.
+    parts (exact types); --rds-instance finds the endpoint of an RDS instance.
+    The password never comes from the command line: it is read from
+    --password-file, else the Secrets Manager secret --secret-id, else
+    MYSQL_PWD, else ~/.my.cnf, and is never written anywhere.
     --mode incremental takes the rows changed since the newest snapshot of the
     table (full or incremental), by --watermark-column; --detect-deletes also
     records deleted keys. Restoring an increment restores its whole chain.
@@ -86,6 +101,8 @@ def snapshot(
           --from us-east-1 --to us-west-2 --password-file ~/.backup-pw
       backupctl snapshot --source mysql://backup@db.example.com:3306/shop --table orders \\
           --from us-east-1 --to us-west-2 --mode incremental --watermark-column updated_at --detect-deletes
+      backupctl snapshot --rds-instance shop-db --database shop --table orders \\
+          --from us-east-1 --to us-west-2 --secret-id prod/shop-db/backup
     """
     console = app.with_json(as_json)
     if not from_region:
@@ -93,8 +110,10 @@ def snapshot(
     if part_size_mb < 1:
         raise InvalidInput("--part-size-mb must be at least 1")
     result: SnapshotResult
-    if source is not None:
-        if not is_mysql_uri(source):
+    if source is not None and rds_instance is not None:
+        raise InvalidInput("--rds-instance and --source are two ways to name the source: give one")
+    if source is not None or rds_instance is not None:
+        if source is not None and not is_mysql_uri(source):
             raise InvalidInput(f"invalid --source '{source.split('@')[-1]}': expected mysql://USER@HOST[:PORT]/DB")
         for flag, value in (("--max-rcu", max_rcu), ("--segments", segments), ("--page-size", page_size),
                             ("--method", None if method == "scan" else method)):
@@ -105,12 +124,17 @@ def snapshot(
             password_file=password_file, chunk_rows=chunk_rows, consistency=consistency, workers=workers,
             engine=engine, resume=not no_resume, part_max_bytes=part_size_mb << 20, mode=mode or "full",
             watermark_column=watermark_column, detect_deletes=detect_deletes, safety_lag_s=safety_lag,
+            secret_id=secret_id, rds_instance=rds_instance, database=database, user=user,
         )
         result = snapshot_mysql(app.aws, mopts, progress_factory=console.progress, on_event=console.info)
     else:
         if mode is not None or watermark_column is not None or detect_deletes:
             raise InvalidInput("--mode, --watermark-column and --detect-deletes apply to MySQL sources "
                                "(--source mysql://...)")
+        for flag, value in (("--password-file", password_file), ("--secret-id", secret_id),
+                            ("--database", database), ("--user", user)):
+            if value is not None:
+                raise InvalidInput(f"{flag} applies to MySQL sources (--source mysql://... or --rds-instance ID)")
         opts = DynamoSnapshotOptions(
             table=table, source_region=from_region, target_region=to_region, repo_uri=repo,
             read_percent=read_percent, max_rcu=max_rcu, segments=segments, workers=workers, engine=engine,
@@ -118,8 +142,9 @@ def snapshot(
         )
         result = snapshot_dynamodb(app.aws, opts, progress_factory=console.progress, on_event=console.info)
     m = result.manifest
-    src = (f"mysql {m.source['database']}.{m.source['table']} ({m.source['region']})" if m.source["kind"] == "mysql"
-           else f"dynamodb {m.source['table']} ({m.source['region']})")
+    src = (f"mysql {m.source['database']}.{m.source['table']} ({m.source['region']}"
+           + (f", rds instance {m.source['rds_instance']})" if m.source.get("rds_instance") else ")")
+           if m.source["kind"] == "mysql" else f"dynamodb {m.source['table']} ({m.source['region']})")
     rate = m.rows / result.duration_s if result.duration_s > 0 else 0.0
     console.kv(
         "snapshot committed",

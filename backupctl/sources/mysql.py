@@ -594,7 +594,7 @@ def run_export_task(spec: TaskSpec, ctx: TaskContext, sessions: ReadSessions | N
     connects with the settings in its spec (password re-read from its source).
     """
     if sessions is None:
-        sessions = ReadSessions(MySQLSettings.from_dict(spec["mysql"]), spec["database"], spec["table"], "none", 1)
+        sessions = ReadSessions(MySQLSettings.from_spec(spec), spec["database"], spec["table"], "none", 1)
     store = task_store(spec)
     index = int(spec["index"])
 
@@ -1046,7 +1046,7 @@ def _increment(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings) -> dic
 
 def run_increment_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
     """Read one increment. Idempotent (same part keys); a dropped connection restarts it in a new read view."""
-    settings = settings or MySQLSettings.from_dict(spec["mysql"])
+    settings = settings or MySQLSettings.from_spec(spec)
     store = task_store(spec)
     result = store.policy.call(lambda: _increment(spec, ctx, settings),
                                f"reading the increment of {spec['database']}.{spec['table']}")

@@ -179,7 +179,7 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
     """
     if spec.get("upsert"):
         return _run_upsert_task(spec, ctx, settings)
-    settings = settings or MySQLSettings.from_dict(spec["mysql"])
+    settings = settings or MySQLSettings.from_spec(spec)
     store = task_store(spec)
     part = spec["part"]
     columns = spec["columns"]
@@ -246,7 +246,7 @@ def _load_batch(conn: Any, sql: str, batch: Any, columns: list[dict[str, Any]], 
 
 def _run_upsert_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
     """Upsert one part: multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``, resumed from the last commit."""
-    settings = settings or MySQLSettings.from_dict(spec["mysql"])
+    settings = settings or MySQLSettings.from_spec(spec)
     store = task_store(spec)
     part = spec["part"]
     columns = spec["columns"]
@@ -343,7 +343,7 @@ def plan_delete(*, aws: dict[str, Any], settings: MySQLSettings, tombstone_parts
 
 def run_delete_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
     """Delete the keys of one tombstone part. Checks its sha256, count and digest; idempotent (retried whole)."""
-    settings = settings or MySQLSettings.from_dict(spec["mysql"])
+    settings = settings or MySQLSettings.from_spec(spec)
     store = task_store(spec)
     part = spec["part"]
     columns = spec["columns"]
