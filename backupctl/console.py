@@ -17,8 +17,10 @@ from typing import Any
 
 import orjson
 import rich.console
+import rich.errors
 import rich.progress
 import rich.table
+import rich.text
 
 
 def human_bytes(n: float) -> str:
@@ -27,6 +29,14 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def plain_text(message: str) -> str:
+    """A console message without its rich markup (for logs written to files or the repository)."""
+    try:
+        return rich.text.Text.from_markup(message).plain
+    except rich.errors.MarkupError:
+        return message
 
 
 class ProgressHandle:

@@ -57,7 +57,19 @@ def cli(ctx: click.Context, endpoint_url: str | None, profile: str | None, debug
 
 
 def _register() -> None:
-    from backupctl.cli import demo, drill, emr, local, pipeline, restore, snapshot, snapshots, status
+    from backupctl.cli import (
+        agent,
+        demo,
+        drill,
+        emr,
+        local,
+        pipeline,
+        restore,
+        schedule,
+        snapshot,
+        snapshots,
+        status,
+    )
 
     cli.add_command(snapshot.snapshot)
     cli.add_command(restore.restore)
@@ -66,6 +78,9 @@ def _register() -> None:
     cli.add_command(demo.demo)
     cli.add_command(pipeline.pipeline)
     cli.add_command(drill.drill)
+    cli.add_command(schedule.schedule)
+    cli.add_command(schedule.runs)
+    cli.add_command(agent.agent)
     cli.add_command(emr.emr)
     cli.add_command(status.status)
 

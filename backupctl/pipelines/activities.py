@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -188,23 +189,45 @@ def verify(ctx: RunContext, act: Activity) -> dict[str, Any]:
 
 
 def shell_command(ctx: RunContext, act: Activity, timeout_s: float | None = None) -> dict[str, Any]:
-    """Run ``sh -c COMMAND``; exit status 0 succeeds, any other fails with that status as the exit code."""
+    """Run ``sh -c COMMAND``; exit status 0 succeeds, any other fails with that status as the exit code.
+
+    The command runs in a session of its own; on a timeout or a cancel
+    (Ctrl-C, SIGTERM, an agent losing its lease) the whole process group is
+    killed, so no child of the command goes on working after its activity ended.
+    """
     cmd = str(act.get("command"))
     env = {**os.environ, **ctx.env(), **{str(k): str(v) for k, v in (act.get("env") or {}).items()}}
+    p = subprocess.Popen(["sh", "-c", cmd], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
     try:
-        p = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired as e:
-        from backupctl.pipelines.runner import ActivityTimedOut
+        stdout, stderr = p.communicate(timeout=timeout_s)
+    except BaseException as e:
+        _kill_group(p)
+        if isinstance(e, subprocess.TimeoutExpired):
+            from backupctl.pipelines.runner import ActivityTimedOut
 
-        raise ActivityTimedOut(f"activity '{act.name}' timed out after {timeout_s:g}s") from e
-    for line in p.stderr.strip().splitlines()[-5:]:
+            raise ActivityTimedOut(f"activity '{act.name}' timed out after {timeout_s:g}s") from e
+        raise
+    for line in stderr.strip().splitlines()[-5:]:
         ctx.say(f"  {act.name}: {line}")
-    out = {"exit_status": p.returncode, "stdout": p.stdout[-4000:]}
+    out = {"exit_status": p.returncode, "stdout": stdout[-4000:]}
     if p.returncode != 0:
-        last = (p.stderr.strip().splitlines() or [""])[-1]
+        last = (stderr.strip().splitlines() or [""])[-1]
         raise ActivityFailed(f"activity '{act.name}': command exited {p.returncode}" + (f": {last}" if last else ""),
                              exit_code=min(max(p.returncode, 1), 125))
     return out
+
+
+def _kill_group(p: subprocess.Popen[str]) -> None:
+    """SIGKILL a command's process group, reap it, close its pipes."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    p.wait()
+    for f in (p.stdout, p.stderr):
+        if f is not None:
+            f.close()
 
 
 def drop_node(aws: AwsContext, node: Node, say: Say) -> dict[str, Any]:

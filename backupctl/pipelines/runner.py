@@ -16,6 +16,10 @@ Sequential and explicit:
   only ``run_on: always`` activities still run (clean-up); the others are
   ``skipped``. An ``on_fail: continue`` failure is recorded and its
   dependents still run.
+* Under ``stop_between_activities`` (the agent) SIGTERM is left to the caller;
+  once its stop signal is set, the running activity finishes, the remaining
+  ones are ``skipped`` except ``run_on: always``, and the status is
+  ``stopped`` (exit 130) unless nothing but clean-up was left.
 * The result names every activity's status, attempts, duration, outputs and
   error; the pipeline's exit code is that of the first failure (130 when
   interrupted).
@@ -27,7 +31,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +57,23 @@ from backupctl.retry import RetryPolicy
 Runner = Callable[[acts.RunContext, Activity], dict[str, Any]]
 NOT_RETRIED = frozenset({EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH})
 NODE_KEYS = ("input", "output", "node", "against", "source")
+_STOP: ContextVar[Callable[[], bool] | None] = ContextVar("backupctl_runner_stop", default=None)
+
+
+@contextmanager
+def stop_between_activities(stopping: Callable[[], bool]) -> Iterator[None]:
+    """Run pipelines (and drills) in this context so that ``stopping()`` ends them between activities.
+
+    While active, ``run_pipeline`` does not map SIGTERM to KeyboardInterrupt
+    (the caller owns the signal): once ``stopping()`` is true, the running
+    activity finishes, the remaining ones are skipped except ``run_on:
+    always`` (clean-up), and the result's status is ``stopped``.
+    """
+    token = _STOP.set(stopping)
+    try:
+        yield
+    finally:
+        _STOP.reset(token)
 
 
 class ActivityTimedOut(BackupctlError):
@@ -92,7 +114,7 @@ class PipelineResult:
     name: str
     run_id: str
     started_at: str
-    status: str = "running"  # succeeded | failed | interrupted
+    status: str = "running"  # succeeded | failed | interrupted | stopped
     exit_code: int = EXIT_OK
     duration_s: float = 0.0
     activities: list[ActivityResult] = field(default_factory=list)
@@ -177,7 +199,8 @@ def run_pipeline(
     ``runners`` adds or replaces activity implementations by type (the drill's
     steps, test hooks). KeyboardInterrupt (Ctrl-C, SIGTERM) cancels the
     running activity, then the ``run_on: always`` ones run; the result's
-    status is then ``interrupted`` (exit 130).
+    status is then ``interrupted`` (exit 130). Under ``stop_between_activities``
+    a stop ends the run between activities with status ``stopped``.
     """
     say = say or (lambda _m: None)
     if runners is None:
@@ -187,8 +210,10 @@ def run_pipeline(
     ctx = ctx or acts.RunContext(aws=aws, playbook=playbook, say=say, progress_factory=progress_factory)
     started = time.monotonic()
     result = PipelineResult(playbook.path, playbook.name, playbook.run_id, isoformat(utcnow()))
-    failed = interrupted = False
-    with terminate_as_interrupt():
+    failed = interrupted = stopped = False
+    stopping = _STOP.get()
+    signals: AbstractContextManager[None] = terminate_as_interrupt() if stopping is None else nullcontext()
+    with signals:
         for name in playbook.order():
             act = playbook.activities[name]
             res = ActivityResult(name, act.type)
@@ -196,6 +221,10 @@ def run_pipeline(
             if act.run_on != "always":
                 if interrupted or failed:
                     res.status, res.error = "skipped", ("interrupted" if interrupted else "an earlier activity failed")
+                    continue
+                if stopping is not None and stopping():
+                    res.status, res.error = "skipped", "stopped before it started (the agent is shutting down)"
+                    stopped = True
                     continue
                 blocked = [d for d in act.depends_on if (r := result.get(d)) is not None and r.status != "succeeded"
                            and not (r.status == "failed" and playbook.activities[d].on_fail == "continue")]
@@ -221,6 +250,8 @@ def run_pipeline(
         result.status, result.exit_code = "interrupted", EXIT_INTERRUPTED
     elif failed and first is not None:
         result.status, result.exit_code = "failed", first.exit_code or 1
+    elif stopped:
+        result.status, result.exit_code = "stopped", EXIT_INTERRUPTED
     else:
         result.status = "succeeded"
     return result

@@ -9,14 +9,19 @@ they are table-tested. Semantics follow AWS Data Pipeline:
   runs it at its end ``t_k+1`` (the period's data is complete then).
 * A ``start`` in the past back-fills the periods whose run time has passed
   (``start <= run time <= now``), bounded by ``max_backfill``: the most recent
-  ones are kept and the number skipped is reported. Without a control table
-  (a later increment) backupctl cannot know which of them already ran, so
-  ``pipeline plan`` lists them and runs nothing.
+  ones are kept and the number skipped is reported. ``pipeline plan`` lists
+  them and runs nothing; ``schedule add`` materialises them in the control
+  table for the agent.
+* ``due_runs`` is what an agent materialises on each poll: the runs whose
+  time came since the last poll; when agents were away, the older ones are
+  back-fill under the same ``max_backfill`` bound.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -162,20 +167,21 @@ def _run(p: Run) -> dict[str, str]:
     return {"period_start": p[0].isoformat(), "period_end": p[1].isoformat(), "run_at": p[2].isoformat()}
 
 
-def next_runs(s: Schedule, now: datetime, n: int) -> list[dict[str, str]]:
-    """The next ``n`` runs scheduled strictly after ``now`` (no period starts before ``start``)."""
-    origin = s.start if s.start is not None and s.start > now else now
-    # The period containing ``now`` (or the one before it) may still have its run ahead (timeseries style).
+def runs_after(s: Schedule, after: datetime) -> Iterator[Run]:
+    """Every run scheduled strictly after ``after``, ascending (no period starts before ``start``; until ``end``)."""
+    origin = s.start if s.start is not None and s.start > after else after
+    # The period containing ``after`` (or the one before it) may still have its run ahead (timeseries style).
     first = _floor_period(s, origin)
     if s.style == "timeseries" and first > (s.start or first):
         first = _floor_period(s, first - timedelta(seconds=1))
-    out: list[dict[str, str]] = []
     for p in runs(s, first):
-        if p[2] > now:
-            out.append(_run(p))
-            if len(out) >= n:
-                break
-    return out
+        if p[2] > after:
+            yield p
+
+
+def next_runs(s: Schedule, now: datetime, n: int) -> list[dict[str, str]]:
+    """The next ``n`` runs scheduled strictly after ``now`` (no period starts before ``start``)."""
+    return [_run(p) for p in itertools.islice(runs_after(s, now), n)]
 
 
 BACKFILL_SCAN_LIMIT = 10_000
@@ -220,3 +226,31 @@ def _latest_runs(s: Schedule, now: datetime, n: int) -> list[Run]:
             break
         found.append(p)
     return found[-n:]
+
+
+def due_runs(s: Schedule, after: datetime, now: datetime) -> dict[str, Any]:
+    """The runs that came due since ``after`` (``after < run time <= now``), for an agent to materialise.
+
+    The newest one always runs; older ones (their run time passed while no
+    agent was polling) are back-fill, bounded like a past ``start``: the
+    ``max_backfill`` most recent of them are kept, oldest first, and
+    ``skipped`` counts the rest (counting stops at BACKFILL_SCAN_LIMIT:
+    ``skipped_at_least``).
+    """
+    keep = s.max_backfill + 1
+    window: deque[Run] = deque(maxlen=keep)
+    seen = 0
+    capped = False
+    for p in runs_after(s, after):
+        if p[2] > now:
+            break
+        window.append(p)
+        seen += 1
+        if seen > BACKFILL_SCAN_LIMIT + keep:
+            capped = True
+            break
+    kept = list(window)
+    if capped:  # the newest runs are beyond the scan: walk back from now instead
+        kept = [p for p in _latest_runs(s, now, keep) if p[2] > after]
+    return {"runs": [_run(p) for p in kept], "skipped": seen - (0 if capped else len(kept)),
+            "skipped_at_least": capped}

@@ -76,3 +76,47 @@ def test_backfill_of_a_long_past_start_is_bounded() -> None:
 def test_invalid_schedules(raw, key, fragment) -> None:  # type: ignore[no-untyped-def]
     s, problems = check_schedule(raw)
     assert s is None and any(k == key and fragment in p for k, p in problems), problems
+
+
+# due_runs: what an agent materialises when it polls (cursor < run time <= now); the newest always runs,
+# older ones (missed while no agent polled) are back-fill bounded by max_backfill.
+@pytest.mark.parametrize(("raw", "after", "now", "runs", "skipped"), [
+    # one period came due since the last poll
+    ({"rate": "1 hour", "start": "2026-01-01T00:00:00Z"}, "2026-01-05T11:59:00Z", "2026-01-05T12:00:00Z",
+     ["2026-01-05T12:00:00+00:00"], 0),
+    # nothing due yet
+    ({"rate": "1 hour", "start": "2026-01-01T00:00:00Z"}, "2026-01-05T12:00:00Z", "2026-01-05T12:59:59Z", [], 0),
+    # agents away for 4 hours: the newest runs, plus max_backfill (2) of the 3 older ones
+    ({"rate": "1 hour", "start": "2026-01-01T00:00:00Z", "max_backfill": 2}, "2026-01-05T08:30:00Z",
+     "2026-01-05T12:30:00Z", ["2026-01-05T10:00:00+00:00", "2026-01-05T11:00:00+00:00", "2026-01-05T12:00:00+00:00"],
+     1),
+    # max_backfill 0: only the newest
+    ({"cron": "*/15 * * * *"}, "2026-01-05T11:00:00Z", "2026-01-05T12:00:00Z", ["2026-01-05T12:00:00+00:00"], 3),
+    # time-series: a period runs at its end
+    ({"cron": "0 * * * *", "style": "timeseries"}, "2026-01-05T11:30:00Z", "2026-01-05T12:00:00Z",
+     ["2026-01-05T12:00:00+00:00"], 0),
+    # a run exactly at the cursor was materialised by the previous poll
+    ({"cron": "0 * * * *"}, "2026-01-05T12:00:00Z", "2026-01-05T12:10:00Z", [], 0),
+    # the schedule's end
+    ({"rate": "1 hour", "start": "2026-01-01T00:00:00Z", "end": "2026-01-05T11:00:00Z"}, "2026-01-05T09:30:00Z",
+     "2026-01-05T12:30:00Z", ["2026-01-05T10:00:00+00:00"], 0),
+    # a start ahead of the cursor: nothing before the start
+    ({"rate": "1 hour", "start": "2026-01-05T11:00:00Z", "max_backfill": 5}, "2026-01-05T08:00:00Z",
+     "2026-01-05T12:00:00Z", ["2026-01-05T11:00:00+00:00", "2026-01-05T12:00:00+00:00"], 0),
+])
+def test_due_runs(raw, after, now, runs, skipped) -> None:  # type: ignore[no-untyped-def]
+    from backupctl.pipelines.schedule import due_runs, parse_time
+
+    due = due_runs(sched(**raw), parse_time(after), parse_time(now))
+    assert [r["run_at"] for r in due["runs"]] == runs
+    assert due["skipped"] == skipped and due["skipped_at_least"] is False
+
+
+def test_due_runs_after_a_long_absence_is_bounded() -> None:
+    from backupctl.pipelines.schedule import BACKFILL_SCAN_LIMIT, due_runs, parse_time
+
+    s = sched(rate="1 minute", start="2020-01-01T00:00:00Z", max_backfill=2)
+    due = due_runs(s, parse_time("2020-01-01T00:00:00Z"), NOW)
+    assert [r["run_at"] for r in due["runs"]] == ["2026-01-05T11:58:00+00:00", "2026-01-05T11:59:00+00:00",
+                                                  "2026-01-05T12:00:00+00:00"]
+    assert due["skipped_at_least"] is True and due["skipped"] > BACKFILL_SCAN_LIMIT
