@@ -42,6 +42,9 @@ def serve_forever(host: str = "127.0.0.1", port: int = 4566) -> None:
     _require_moto()
     import moto.server
 
+    from backupctl import embedded_emr
+
+    embedded_emr.start(f"http://{host}:{port}")  # EMR steps really run here (see embedded_emr)
     moto.server.main(["-H", host, "-p", str(port)])
 
 

@@ -9,7 +9,8 @@ writes: the TaskSpecs and the registered task function of each
 (``backupctl.engines.registry``). The outcomes (each task's result, or its
 error as class + message + exit code) go to RESULTS; the caller commits. The
 exit code is 0 when every task succeeded, else the first failed task's, with
-its message as one ``error:`` line on stderr.
+its message as one ``error:`` line on stderr. A failure of the job itself (a
+malformed spec, Spark not starting) goes to RESULTS too, as ``error``.
 
 Everything here is glue: the executors run the same task functions as the
 local engine, and need backupctl and its dependencies importable (installed in
@@ -61,13 +62,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from backupctl.engines import spark as engine
 
-    job = json.loads(read_text(args.job, args.region))
-    spark = SparkSession.builder.appName("backupctl-run-tasks").getOrCreate()
     try:
-        spark.sparkContext.setLogLevel("ERROR")
-        outcomes = engine.run_job(spark.sparkContext, job)
-    finally:
-        spark.stop()
+        job = json.loads(read_text(args.job, args.region))
+        engine.job_items(job)  # refuse a malformed job before starting Spark
+        spark = SparkSession.builder.appName("backupctl-run-tasks").getOrCreate()
+        try:
+            spark.sparkContext.setLogLevel("ERROR")
+            outcomes = engine.run_job(spark.sparkContext, job)
+        finally:
+            spark.stop()
+    except Exception as e:  # noqa: BLE001 - a job-level failure is reported like a task's, in RESULTS
+        # (on a cluster the step's stderr passes through the JVM and can lose its last lines; RESULTS cannot)
+        error = engine.describe_error(e)
+        write_bytes(args.results, json.dumps({"format": engine.JOB_FORMAT, "outcomes": [], "error": error}).encode(),
+                    args.region)
+        print(f"error: {error['message']}", file=sys.stderr, flush=True)
+        return int(error["exit_code"]) or 1
     write_bytes(args.results, engine.outcomes_json(outcomes), args.region)
     for o in outcomes:
         if not o.get("ok"):

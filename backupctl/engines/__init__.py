@@ -1,9 +1,9 @@
 """Engines run a list of TaskSpecs: ``local`` (a thread pool), ``spark`` (one Spark partition per task).
 
 An engine never interprets a task: it calls the task's function with the spec
-and hands the result back to the driver, which commits. ``emr`` is planned
-(issue 4, next increment); ``auto`` is ``local`` until its rule is measured
-(docs/SCALING.md).
+and hands the result back to the driver, which commits. ``emr`` runs the
+same job as a ``spark-submit`` step on an EMR cluster (``engines/emr.py``);
+``auto`` is ``local`` until its rule is measured (docs/SCALING.md).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from backupctl.engines.local import LocalEngine, TaskContext, TaskFn
 from backupctl.model import TaskSpec
 
-__all__ = ["ENGINES", "Engine", "LocalEngine", "TaskContext", "configure", "get_engine"]
+__all__ = ["ENGINES", "Engine", "LocalEngine", "TaskContext", "configure", "configure_emr", "get_engine"]
 
 ENGINES = ("local", "spark", "emr", "auto")
 
@@ -31,8 +31,8 @@ class Engine(Protocol):
     ) -> list[dict[str, Any]]: ...
 
 
-# Process-wide engine settings the CLI sets from its options (``--spark-master``).
-_settings: dict[str, Any] = {"spark_master": None}
+# Process-wide engine settings the CLI sets from its options (``--spark-master``, the EMR options).
+_settings: dict[str, Any] = {"spark_master": None, "emr": None, "on_event": None}
 
 
 def configure(spark_master: str | None = None) -> None:
@@ -42,6 +42,12 @@ def configure(spark_master: str | None = None) -> None:
 
         check_master(spark_master)
     _settings["spark_master"] = spark_master
+
+
+def configure_emr(settings: Any = None, on_event: Callable[[str], None] | None = None) -> None:
+    """Set the EMR settings (``EmrSettings``, None: defaults) and where its progress lines go."""
+    _settings["emr"] = settings.check() if settings is not None else None
+    _settings["on_event"] = on_event
 
 
 def get_engine(name: str, workers: int, spark_master: str | None = None) -> Engine:
@@ -54,5 +60,7 @@ def get_engine(name: str, workers: int, spark_master: str | None = None) -> Engi
 
         return SparkEngine(master=spark_master or _settings["spark_master"] or DEFAULT_MASTER, workers=workers)
     if name == "emr":
-        raise InvalidInput("engine 'emr' is not available yet (available: local, spark, auto)")
-    raise InvalidInput(f"engine '{name}' is not available (available: local, spark, auto)")
+        from backupctl.engines.emr import EmrEngine, EmrSettings
+
+        return EmrEngine(_settings["emr"] or EmrSettings(), workers=workers, on_event=_settings["on_event"])
+    raise InvalidInput(f"engine '{name}' is not available (available: {', '.join(ENGINES)})")

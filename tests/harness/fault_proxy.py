@@ -33,7 +33,7 @@ class FaultProxy:
     """
 
     def __init__(self, upstream: str, rate: float = 0.1, seed: int = 0, faults: tuple[str, ...] = FAULTS,
-                 delay_s: float = 0.3, start_after: int = 0) -> None:
+                 delay_s: float = 0.3, start_after: int = 0, target_prefix: str | None = None) -> None:
         u = urlparse(upstream)
         assert u.hostname in ("127.0.0.1", "localhost", "::1"), "faults are injected on loopback only"
         self.upstream_host, self.upstream_port = u.hostname, int(u.port or 80)
@@ -41,6 +41,7 @@ class FaultProxy:
         self.faults = faults
         self.delay_s = delay_s
         self.start_after = start_after  # the first N requests pass untouched
+        self.target_prefix = target_prefix  # only JSON-protocol calls whose X-Amz-Target starts so (e.g. EMR)
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
@@ -70,8 +71,10 @@ class FaultProxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                fault = proxy.draw()
-                is_ddb = "DynamoDB" in (self.headers.get("X-Amz-Target") or "")
+                target = self.headers.get("X-Amz-Target") or ""
+                chosen = proxy.target_prefix is None or target.startswith(proxy.target_prefix)
+                fault = proxy.draw() if chosen else None
+                is_ddb = bool(target)  # a JSON-protocol service (DynamoDB, EMR...): errors in its JSON shape
                 if fault in ("ddb_throughput", "ddb_throttling") and not is_ddb:
                     fault = "http503"
                 if fault == "s3_slowdown" and is_ddb:
@@ -103,7 +106,9 @@ class FaultProxy:
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length", "keep-alive"):
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                # A HEAD response has no body: its Content-Length is the object's size, passed through.
+                self.send_header("Content-Length", resp.getheader("Content-Length", "0") if self.command == "HEAD"
+                                 else str(len(data)))
                 if fault == "truncate" and len(data) > 1:
                     self.send_header("Connection", "close")
                     self.end_headers()

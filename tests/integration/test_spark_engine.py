@@ -173,14 +173,16 @@ def test_restore_error_in_executor_is_one_line_with_its_exit_code(
     assert len(errors) == 1 and "is missing" in errors[0] and "Traceback" not in err, err
 
 
-def test_cli_refuses_emr_and_bad_master(spark: Any, moto_server: str, monkeypatch: pytest.MonkeyPatch,
+def test_cli_refuses_bad_engine_options(spark: Any, moto_server: str, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     """Refused while parsing options: before any AWS call."""
     from backupctl.cli.main import main
 
     monkeypatch.setenv("BACKUPCTL_ENDPOINT_URL", moto_server)
     monkeypatch.setenv("COLUMNS", "400")
-    for extra, want in ((["--engine", "emr"], "engine 'emr' is not available yet"),
+    for extra, want in ((["--engine", "emr", "--emr-release", "7"], "invalid --emr-release '7'"),
+                        (["--engine", "emr", "--cluster-id", "cluster-1"], "invalid --cluster-id 'cluster-1'"),
+                        (["--engine", "emr", "--tag", "novalue"], "invalid --tag 'novalue'"),
                         (["--engine", "spark", "--spark-master", "nonsense"], "invalid --spark-master 'nonsense'")):
         with pytest.raises(SystemExit) as exit_info:
             main(["snapshot", "--table", "t", "--from", SRC, "--to", DST, "--repo", "s3://nowhere-x/p", *extra])
