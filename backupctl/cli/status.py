@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import click
@@ -27,14 +28,21 @@ class Duration(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
-def _drill_cell(d: dict[str, Any] | None) -> str:
+def _drill_cell(d: dict[str, Any] | None, now: datetime) -> str:
+    from backupctl.model import parse_time
+    from backupctl.pipelines.drill_report import human_seconds
+
     if d is None:
         return "-"
+    try:
+        when = human_seconds((now - parse_time(str(d["started_at"]))).total_seconds()) + " ago"
+    except ValueError:
+        when = str(d["started_at"] or "")
     if d["passed"]:
-        return f"[green]PASSED[/green] {escape(d['started_at'] or '')}"
+        return f"[green]PASSED[/green] {escape(when)}"
     reason = str(d.get("reason") or "")
     reason = reason if len(reason) <= 80 else reason[:77] + "..."
-    return f"[red]FAILED[/red] {escape(d['started_at'] or '')}: {escape(reason)}"
+    return f"[red]FAILED[/red] {escape(when)}: {escape(reason)}"
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -81,7 +89,7 @@ def status(app: App, repo: str | None, region: str | None, max_age: float | None
             if e["stale"]:
                 age = f"[red]{escape(age)} (stale)[/red]"
             rows.append([escape(e["source"]), escape(snap["snapshot_id"]) if snap else "[red]none[/red]", age,
-                         _drill_cell(d), human_seconds(d["rto_s"]) if d else "-",
+                         _drill_cell(d, now), human_seconds(d["rto_s"]) if d else "-",
                          human_seconds(d["rpo_s"]) if d else "-"])
         console.table(f"status of {escape(str(r.uri))}" + (f" (max age {human_seconds(max_age)})" if max_age else ""),
                       ["source", "newest snapshot", "age", "last drill", "RTO", "RPO"], rows)

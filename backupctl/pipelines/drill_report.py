@@ -165,15 +165,15 @@ def _e(v: Any) -> str:
     return html.escape("" if v is None else str(v), quote=True)
 
 
-def _nice_max(v: float) -> float:
-    """The smallest 1/2/2.5/5 x 10^n at or above ``v`` (an axis top)."""
+def _nice_axis(v: float) -> tuple[float, int]:
+    """An axis top at or above ``v`` (1, 2, 2.5 or 5 x 10^n) and a tick count giving round steps."""
     if v <= 0:
-        return 1.0
+        return 1.0, 5
     exp = 10 ** math.floor(math.log10(v))
-    for m in (1, 2, 2.5, 5, 10):
-        if m * exp >= v:
-            return m * exp
-    return 10 * exp
+    for m, ticks in ((1, 5), (2, 4), (2.5, 5), (5, 5), (10, 5)):
+        if m * exp >= v * (1 - 1e-12):
+            return m * exp, ticks
+    return 10 * exp, 5
 
 
 # -- charts -----------------------------------------------------------------------
@@ -204,7 +204,7 @@ def svg_chart(drills: Sequence[dict[str, Any]], metric: str, label: str) -> str:
                    f"no {_e(label)} recorded yet</text>")
     else:
         vmin = min(0.0, min(v for _, v, _ in pts))
-        vmax = _nice_max(max(v for _, v, _ in pts))
+        vmax, nticks = _nice_axis(max(v for _, v, _ in pts))
         tmin, tmax = min(t for t, _, _ in pts), max(t for t, _, _ in pts)
         span = (tmax - tmin).total_seconds()
 
@@ -214,20 +214,24 @@ def svg_chart(drills: Sequence[dict[str, Any]], metric: str, label: str) -> str:
         def y(v: float) -> float:
             return y0 - (y0 - y1) * (v - vmin) / (vmax - vmin)
 
-        for i in range(5):  # y ticks and grid lines
-            v = vmin + (vmax - vmin) * i / 4
+        for i in range(nticks + 1):  # y ticks and grid lines
+            v = vmin + (vmax - vmin) * i / nticks
             out.append(f'<line class="grid" x1="{x0}" y1="{y(v):.1f}" x2="{x1}" y2="{y(v):.1f}" stroke="#ddd"/>')
             out.append(f'<text class="tick y-tick" x="{x0 - 6}" y="{y(v) + 4:.1f}" text-anchor="end">'
                        f"{_e(f'{v:g}')}</text>")
-        ticks = [tmin] if span <= 0 else [tmin, tmin + (tmax - tmin) / 2, tmax]
-        for t in ticks:  # x ticks: first, middle, last drill
+        fmt = "%Y-%m-%d %H:%M:%S" if 0 < span < 3600 else "%Y-%m-%d %H:%M"  # seconds when drills are close
+        ticks = ([(tmin, "middle")] if span <= 0 else
+                 [(tmin, "start"), (tmin + (tmax - tmin) / 2, "middle"), (tmax, "end")])
+        for t, anchor in ticks:  # x ticks: first, middle, last drill (labels kept inside the plot's width)
             out.append(f'<line class="tick" x1="{x(t):.1f}" y1="{y0}" x2="{x(t):.1f}" y2="{y0 + 5}" stroke="#444"/>')
-            out.append(f'<text class="tick x-tick" x="{x(t):.1f}" y="{y0 + 18}" text-anchor="middle">'
-                       f"{_e(t.strftime('%Y-%m-%d %H:%M'))}</text>")
+            lx = x(t) - 12 if anchor == "start" else x(t) + 12 if anchor == "end" else x(t)
+            out.append(f'<text class="tick x-tick" x="{lx:.1f}" y="{y0 + 18}" text-anchor="{anchor}">'
+                       f"{_e(t.strftime(fmt))}</text>")
         pts.sort(key=lambda p: p[0])
         line = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v, _ in pts)
         out.append(f'<polyline class="trend" points="{line}" fill="none" stroke="#8c959f" stroke-width="1"/>')
-        for t, v, d in pts:
+        # Failed drills are drawn last, on top: drills close in time overlap, and a failure must stay visible.
+        for t, v, d in sorted(pts, key=lambda p: (p[2].get("passed") is not True, p[0])):
             ok = d.get("passed") is True
             tip = (f"{d.get('drill_id')} {d.get('started_at')}: {label} {human_seconds(v)} "
                    f"({'PASSED' if ok else 'FAILED'}) {d.get('source') or ''}")
@@ -288,8 +292,10 @@ def _drill_row(d: dict[str, Any]) -> str:
     reason = "" if ok else f'<div class="reason">{_e(d.get("reason"))}</div>'
     pb = d.get("name") or d.get("playbook") or "-"
     pb_title = d.get("playbook") or ""
+    t = _time(d.get("started_at"))
+    shown = t.strftime("%Y-%m-%d %H:%M:%S") if t else (d.get("started_at") or "-")
     return (f'<tr class="drill {"pass" if ok else "fail"}" data-drill-id="{_e(d.get("drill_id"))}">'
-            f'<td class="time">{_e(d.get("started_at") or "-")}<br><code>{_e(d.get("drill_id"))}</code></td>'
+            f'<td class="time" title="{_e(d.get("started_at"))}">{_e(shown)}<br><code>{_e(d.get("drill_id"))}</code></td>'
             f'<td class="playbook" title="{_e(pb_title)}">{_e(pb)}</td>'
             f'<td class="source">{_e(d.get("source") or d.get("source_key") or "-")}</td>'
             f'<td class="target">{_e(d.get("target") or "-")}</td>'
