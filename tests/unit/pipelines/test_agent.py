@@ -181,3 +181,23 @@ def test_an_agent_that_loses_its_lease_cancels_the_run_and_records_nothing(aws: 
     assert run is not None and run["state"] == ct.RUNNING and run["lease_owner"] == "agent-b" and run["attempts"] == 2
     body = Repository.open(aws, "us-west-2").store.get(f"runs/agent/{res['run_id']}/attempt-1.log").decode()
     assert "lease lost" in body and "not recording the outcome" in body
+
+
+def test_a_second_signal_cancels_the_activity_and_releases(aws: AwsContext, tmp_path: Path) -> None:
+    import time
+
+    out = tmp_path / "out.txt"
+    path = playbook(tmp_path, f"""  slow: {{type: ShellCommand, command: 'kill -TERM $PPID; sleep 0.3; kill -INT $PPID; sleep 5; echo slow >> {out}'}}
+  cleanup: {{type: ShellCommand, command: 'echo cleanup >> {out}', depends_on: [slow], run_on: always}}
+""", max_backfill=0)
+    add_schedule(aws, path, region="us-west-2", now=NOW - timedelta(minutes=2))
+    a = agent(aws)
+    t0 = time.monotonic()
+    summary = a.serve()
+    assert time.monotonic() - t0 < 4 and summary.interrupted and summary.stopped_by == "signal"
+    (res,) = summary.runs
+    assert res["state"] == "RELEASED" and res["exit_code"] == 130
+    assert out.read_text().split() == ["cleanup"]
+    run = ct.ControlTable(aws, "us-west-2").get_run(res["run_id"])
+    assert run is not None and run["reason"] == "the agent was interrupted"
+    assert [x["status"] for x in run["activities"]] == ["cancelled", "succeeded"]
