@@ -19,8 +19,9 @@ def test_get_engine_choices() -> None:
     assert isinstance(get_engine("auto", 3), LocalEngine)  # auto = local until its rule is measured
     eng = get_engine("spark", 3)
     assert isinstance(eng, sp.SparkEngine) and eng.master == "local[*]" and eng.workers == 3
-    with pytest.raises(InvalidInput, match="engine 'emr' is not available yet"):
-        get_engine("emr", 3)
+    from backupctl.engines.emr import EmrEngine
+
+    assert isinstance(get_engine("emr", 3), EmrEngine)
     with pytest.raises(InvalidInput, match="not available"):
         get_engine("hadoop", 3)
 
