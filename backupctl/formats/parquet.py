@@ -36,6 +36,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import struct
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -437,9 +438,20 @@ _CTRL_ESCAPES = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r"
 _PY_CANONICAL_KINDS = {"float32", "float64", "binary", "json"}
 
 
+# Any byte that orjson escapes in a JSON string. Searched over a string array's whole data buffer
+# at once (C speed); a match there (even in bytes outside a sliced array) only means taking the
+# per-value path below, so false positives cost time, never correctness.
+_NEEDS_ESCAPE = re.compile(rb'["\\\x00-\x1f]')
+
+
+def _needs_escape(text: pa.Array) -> bool:
+    data = text.buffers()[2] if len(text.buffers()) > 2 else None
+    return data is not None and _NEEDS_ESCAPE.search(memoryview(data)) is not None
+
+
 def _json_quoted(text: pa.Array, escape: bool) -> pa.Array:
     """``"text"`` as orjson writes a JSON string (``\\``, ``"`` and control characters escaped)."""
-    if escape and pc.any(pc.match_substring_regex(text, '["\\\\\\x00-\\x1f]')).as_py():
+    if escape and _needs_escape(text):
         text = pc.replace_substring(text, "\\", "\\\\")
         text = pc.replace_substring(text, '"', '\\"')
         if pc.any(pc.match_substring_regex(text, "[\\x00-\\x1f]")).as_py():
