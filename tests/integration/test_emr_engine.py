@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import time
 from typing import Any
 
 import pytest
@@ -180,8 +181,14 @@ def test_the_deadline_terminates_the_cluster_and_kills_the_step(aws: AwsContext,
     assert "after the 3s deadline" in info.value.message and "the cluster is terminated" in info.value.message
     (c,) = [c for c in clusters(aws) if f"{name}-repo" in c.get("LogUri", "")]
     assert c["Status"]["State"] == "TERMINATED"
-    steps = aws.client("emr", DST).list_steps(ClusterId=c["Id"])["Steps"]
-    assert steps[0]["Status"]["State"] == "CANCELLED"
+    # As on EMR, the step's end is asynchronous: the cluster kills it, then reports it CANCELLED.
+    state = ""
+    for _ in range(100):
+        state = aws.client("emr", DST).list_steps(ClusterId=c["Id"])["Steps"][0]["Status"]["State"]
+        if state != "RUNNING":
+            break
+        time.sleep(0.1)
+    assert state == "CANCELLED"
 
 
 def test_cluster_id_reuses_a_running_cluster_and_leaves_it_running(aws: AwsContext, cli, name: str) -> None:  # type: ignore[no-untyped-def]
