@@ -85,8 +85,9 @@ class Console:
         self.err.print(f"[yellow]warning:[/yellow] {message}")
 
     def error(self, message: str) -> None:
-        # markup=False: an error message may contain brackets from user input.
-        self.err.print("error: " + message, markup=False, style="red")
+        # markup=False: an error message may contain brackets from user input. soft_wrap: an error is one
+        # line however long (a fix command, an ARN); the terminal wraps it, rich does not break it.
+        self.err.print("error: " + message, markup=False, style="red", soft_wrap=True)
 
     def emit_json(self, doc: Any) -> None:
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")

@@ -151,6 +151,8 @@ def restore_dynamodb(
     if opts.dry_run:
         return plan
 
+    # A missing, truncated or rewritten part is refused here, before the table is created or emptied.
+    repo.check_parts([(prefix, [p.to_dict() for p in manifest.parts])])
     if opts.mode == "replace" and exists and not empty:
         if not opts.yes and not (confirm and confirm(f"Delete every item of table '{opts.table}' in {opts.region}?")):
             raise Conflict("replace not confirmed: nothing was changed (pass --yes to skip the question)")
@@ -397,6 +399,8 @@ def restore_mysql(
         }
         if opts.dry_run:
             return plan
+        # Every part of the chain is checked before the table is created, dropped or truncated.
+        repo.check_parts((link.prefix, [p.to_dict() for p in link.manifest.parts] + link.tombstones) for link in chain)
         if destructive and not opts.yes and not (
             confirm and confirm(f"{'Drop' if opts.mode == 'replace' else 'Truncate'} table '{table}' in '{db}'?")
         ):

@@ -6,6 +6,9 @@ which snapshots to keep and why, like restic's ``forget``:
 * ``keep_last`` - the N newest snapshots;
 * ``keep_daily`` / ``keep_weekly`` / ``keep_monthly`` - the newest snapshot of
   each of the N newest days / ISO weeks / months that have snapshots;
+* a snapshot whose objects are under S3 Object Lock (``locked_until`` later
+  than ``now``) is kept with the reason ``object lock until <time>``: S3 would
+  refuse to delete its data, so prune never starts removing it;
 * a snapshot that is the parent (directly or further up the chain) of a kept
   incremental is always kept, so every kept snapshot stays restorable.
 
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from backupctl.errors import InvalidInput
+from backupctl.model import isoformat
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class SnapshotInfo:
     source_key: str
     created: datetime
     parent_id: str | None = None
+    locked_until: datetime | None = None  # end of the S3 Object Lock retention of its objects, if any
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,11 @@ _BUCKETS: list[tuple[str, Callable[[datetime], str]]] = [
 ]
 
 
-def apply_policy(snapshots: Sequence[SnapshotInfo], policy: Policy) -> list[Decision]:
-    """Decisions for every snapshot, newest first within each source."""
+def apply_policy(snapshots: Sequence[SnapshotInfo], policy: Policy, now: datetime | None = None) -> list[Decision]:
+    """Decisions for every snapshot, newest first within each source.
+
+    A snapshot locked until after ``now`` is kept (``now=None``: every ``locked_until`` counts).
+    """
     policy.check()
     by_source: dict[str, list[SnapshotInfo]] = defaultdict(list)
     for s in snapshots:
@@ -82,6 +90,9 @@ def apply_policy(snapshots: Sequence[SnapshotInfo], policy: Policy) -> list[Deci
                     break
                 seen.append(b)
                 decisions[s.id].reasons.append(f"{name} {b}")
+        for s in group:
+            if s.locked_until is not None and (now is None or s.locked_until > now):
+                decisions[s.id].reasons.append(f"object lock until {isoformat(s.locked_until)}")
         for d in decisions.values():
             d.keep = bool(d.reasons)
         # Keep the whole chain under every kept incremental.

@@ -21,10 +21,19 @@ from backupctl.aws import AwsContext, validate_region
 from backupctl.engines import TaskContext, get_engine
 from backupctl.errors import Conflict, InvalidInput, NotFound
 from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, combine_hex
-from backupctl.model import Manifest, PartResult, TaskSpec, isoformat, new_snapshot_id, source_key, utcnow
+from backupctl.model import (
+    Manifest,
+    PartResult,
+    TaskSpec,
+    isoformat,
+    new_snapshot_id,
+    parse_time,
+    source_key,
+    utcnow,
+)
 from backupctl.mysql_conn import MySQLSettings, make_settings, parse_mysql_uri, settings_from_uri
 from backupctl.passwords import SecretRef
-from backupctl.repository import Repository, parse_repo_uri
+from backupctl.repository import PART_CHECKSUM, Repository, WriteOptions, check_write_options, parse_repo_uri
 from backupctl.retry import TokenBucket
 from backupctl.sources import dynamodb as ddb_source
 from backupctl.sources import mysql as mysql_source
@@ -59,6 +68,7 @@ class SnapshotResult:
     resumed: bool
     tasks_skipped: int
     extra: dict[str, Any] = field(default_factory=dict)  # source-specific fields of to_json()
+    protection: dict[str, Any] = field(default_factory=dict)  # the manifest's encryption / object_lock fields
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
@@ -75,6 +85,7 @@ class SnapshotResult:
             "resumed": self.resumed,
             "tasks_skipped": self.tasks_skipped,
             "engine": m.engine,
+            **self.protection,
             **self.extra,
         }
 
@@ -89,11 +100,9 @@ def _task_done(repo: Repository, prefix: str, task_id: str) -> dict[str, Any] | 
         result = repo.store.get_json(_checkpoint_key(prefix, task_id))
     except NotFound:
         return None
-    for p in result.get("parts", []):
-        head = repo.store.head(prefix + p["key"])
-        if head is None or int(head.get("ContentLength", -1)) != int(p["bytes"]):
-            return None
-        if (head.get("Metadata") or {}).get("sha256") != p["sha256"]:
+    for p in result.get("parts", []) + result.get("keys", []) + result.get("tombstones", []):
+        # Present with the recorded size and S3 SHA-256 (parts of an older backupctl, without one, are redone).
+        if repo.part_problem(prefix, p, require_checksum=True) is not None:
             return None
     return dict(result)
 
@@ -116,14 +125,21 @@ def run_export(
     started = time.monotonic()
     say = on_event or (lambda _m: None)
     pending_key = repo.pending_key(plan.source_key)
+    # SSE-KMS and Object Lock are part of the plan: a resume never mixes protected and unprotected parts.
+    write = repo.store.write
+    plan_params = {**plan.plan_params, **write.plan_params()}
     pending = None
     if resume:
         try:
             pending = repo.store.get_json(pending_key)
         except NotFound:
             pending = None
-        if pending and pending.get("plan") != plan.plan_params:
+        if pending and pending.get("plan") != plan_params:
             say(f"a pending run {pending.get('snapshot_id')} has other parameters; starting a new snapshot")
+            pending = None
+        if pending and write.locking and not _lock_in_future(write.for_snapshot(str(pending["created_at"]))):
+            say(f"the object lock of pending run {pending.get('snapshot_id')} would already have ended; "
+                "starting a new snapshot")
             pending = None
     if pending:
         snapshot_id, created_at = pending["snapshot_id"], pending["created_at"]
@@ -131,13 +147,19 @@ def run_export(
     else:
         now = utcnow()
         snapshot_id, created_at = new_snapshot_id(now), isoformat(now)
+    # Every object of the snapshot is locked until created_at + the lock days (the same date on a resume).
+    write = repo.store.write = write.for_snapshot(created_at)
+    if not pending:
         repo.store.put_json(
-            pending_key, {"snapshot_id": snapshot_id, "created_at": created_at, "plan": plan.plan_params}
+            pending_key, {"snapshot_id": snapshot_id, "created_at": created_at, "plan": plan_params}
         )
     prefix = repo.snapshot_prefix(plan.source_key, snapshot_id)
     repo.store.put_json(prefix + "schema.json", plan.schema)
 
     tasks = plan.build_tasks(prefix)
+    if write != WriteOptions():
+        for spec in tasks:  # tasks write their parts with the same key and retention
+            spec["repo"] = {**spec["repo"], "write": write.to_dict()}
     results: dict[str, dict[str, Any]] = {}
     todo: list[TaskSpec] = []
     for spec in tasks:
@@ -183,11 +205,22 @@ def run_export(
         window=plan.window,
         read=plan.read,
     )
-    repo.store.put_json(prefix + "manifest.json", {**manifest.to_dict(), **extra})
+    repo.store.put_json(prefix + "manifest.json", {**manifest.to_dict(), **extra, **write.manifest_fields(),
+                                                   "part_checksum": PART_CHECKSUM})
     # After the commit point: tidy the run state (a crash here leaves a valid snapshot):
     # checkpoints, a native export's staging files, the pending pointer.
     repo.store.delete(list(repo.store.list_keys(prefix + "_")) + [pending_key])
-    return SnapshotResult(manifest, str(repo.uri), time.monotonic() - started, pending is not None, skipped)
+    return SnapshotResult(manifest, str(repo.uri), time.monotonic() - started, pending is not None, skipped,
+                          protection=write.manifest_fields())
+
+
+def _lock_in_future(write: WriteOptions) -> bool:
+    return bool(write.lock_until) and parse_time(str(write.lock_until)) > utcnow() + timedelta(hours=1)
+
+
+def write_options(opts: DynamoSnapshotOptions | MySQLSnapshotOptions) -> WriteOptions:
+    """The snapshot's --kms-key-id / --object-lock-days / --object-lock-mode, validated (no AWS call)."""
+    return check_write_options(opts.object_lock_days, opts.object_lock_mode, opts.kms_key_id, opts.target_region)
 
 
 @dataclass
@@ -205,6 +238,9 @@ class DynamoSnapshotOptions:
     part_max_bytes: int = ddb_source.PART_MAX_BYTES
     page_size: int | None = None
     method: str = "scan"  # scan | export | auto
+    kms_key_id: str | None = None  # SSE-KMS key (id, ARN or alias) in target_region
+    object_lock_days: int | None = None  # S3 Object Lock retention of every object of the snapshot
+    object_lock_mode: str | None = None  # governance (default) | compliance
 
 
 DYNAMODB_METHODS = ("scan", "export", "auto")
@@ -227,6 +263,7 @@ def check_dynamodb_options(opts: DynamoSnapshotOptions) -> None:
         raise InvalidInput("--page-size must be at least 1")
     if opts.method not in DYNAMODB_METHODS:
         raise InvalidInput(f"--method {opts.method} is not one of {', '.join(DYNAMODB_METHODS)}")
+    write_options(opts)
 
 
 def choose_method(aws: AwsContext, opts: DynamoSnapshotOptions) -> str:
@@ -321,7 +358,7 @@ def snapshot_dynamodb(
     aws.check_credentials()
     ddb_source.describe_table(aws, opts.source_region, opts.table)  # NotFound before any write
     opts = dataclasses.replace(opts, method=choose_method(aws, opts))  # refuses export without PITR
-    repo = Repository.open(aws, opts.target_region, opts.repo_uri, create=True)
+    repo = Repository.open(aws, opts.target_region, opts.repo_uri, create=True, write=write_options(opts))
     plan = plan_dynamodb(aws, opts, repo, on_event)
     if on_event:
         where = f"snapshot {opts.table} ({opts.source_region}) -> {repo.uri} ({opts.target_region})"
@@ -368,6 +405,9 @@ class MySQLSnapshotOptions:
     # Library only (tests, aligned windows): end the window here instead of at server clock - safety lag.
     # It must not be later than that.
     window_to: datetime | None = None
+    kms_key_id: str | None = None  # SSE-KMS key (id, ARN or alias) in target_region
+    object_lock_days: int | None = None  # S3 Object Lock retention of every object of the snapshot
+    object_lock_mode: str | None = None  # governance (default) | compliance
     secret_id: str | None = None  # Secrets Manager secret (in source_region unless an ARN names another)
     rds_instance: str | None = None  # instead of source_uri: the endpoint from RDS DescribeDBInstances
     database: str | None = None  # with rds_instance
@@ -420,6 +460,7 @@ def check_mysql_options(opts: MySQLSnapshotOptions, aws: AwsContext | None = Non
             raise InvalidInput("--safety-lag must be between 0 and 86400 seconds")
     elif opts.watermark_column is not None or opts.detect_deletes:
         raise InvalidInput("--watermark-column and --detect-deletes apply to --mode incremental")
+    write_options(opts)
     aws = aws or AwsContext()
     secret = SecretRef.make(aws, opts.secret_id, opts.source_region)
     if secret is not None or opts.rds_instance is not None:
@@ -460,7 +501,7 @@ def snapshot_mysql(
     conn = settings.connect()
     try:
         info = mysql_source.describe_table(conn, settings.database, opts.table)
-        repo = Repository.open(aws, opts.target_region, opts.repo_uri, create=True)
+        repo = Repository.open(aws, opts.target_region, opts.repo_uri, create=True, write=write_options(opts))
         bounds = mysql_source.chunk_bounds(conn, info, opts.chunk_rows)
         now = mysql_source.server_now(conn)
     finally:
@@ -606,7 +647,7 @@ def _snapshot_mysql_incremental(
         conn.close()
     sk = source_key("mysql", opts.source_region, f"{settings.database}.{opts.table}")
     try:
-        repo = Repository.open(aws, opts.target_region, opts.repo_uri, create=False)
+        repo = Repository.open(aws, opts.target_region, opts.repo_uri, create=False, write=write_options(opts))
     except NotFound as e:
         raise NotFound(f"no snapshot of {where} to continue from (no repository): {full_first}") from e
     found = find_parent(repo, sk)

@@ -84,6 +84,10 @@ def _register() -> None:
     cli.add_command(emr.emr)
     cli.add_command(status.status)
 
+    from backupctl.cli.iam import iam_policy
+
+    cli.add_command(iam_policy)
+
 
 _register()
 

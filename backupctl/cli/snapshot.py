@@ -70,6 +70,15 @@ from backupctl.sources.mysql import CHUNK_ROWS, CONSISTENCY, DEFAULT_SAFETY_LAG_
 @click.option("--safety-lag", "safety_lag", type=float, default=DEFAULT_SAFETY_LAG_S, show_default=True,
               metavar="SECONDS", help="MySQL incremental: end the window this long before the server clock, "
                                       "so transactions still in flight are taken by the next increment.")
+@click.option("--kms-key-id", metavar="KEY",
+              help="Encrypt every object of the snapshot with SSE-KMS under this key (id, ARN or alias/NAME), "
+                   "which must be in --to.")
+@click.option("--object-lock-days", type=int, metavar="N",
+              help="Write every part, schema and manifest under S3 Object Lock for N days: the snapshot cannot be "
+                   "deleted (or pruned) before. The bucket needs Object Lock (a new one is created with it).")
+@click.option("--object-lock-mode", type=click.Choice(["governance", "compliance"]), default=None,
+              help="With --object-lock-days: governance (default; users with s3:BypassGovernanceRetention can "
+                   "still delete) or compliance (nobody can, not even the root user).")
 @json_option
 @pass_app
 def snapshot(
@@ -78,7 +87,7 @@ def snapshot(
     method: str, page_size: int | None, no_resume: bool, source: str | None, rds_instance: str | None,
     database: str | None, user: str | None, password_file: str | None, secret_id: str | None, chunk_rows: int,
     consistency: str, mode: str | None, watermark_column: str | None, detect_deletes: bool, safety_lag: float,
-    as_json: bool,
+    kms_key_id: str | None, object_lock_days: int | None, object_lock_mode: str | None, as_json: bool,
 ) -> None:
     """Snapshot a DynamoDB table (or, with --source mysql://..., a MySQL table) into a repository in region --to.
 
@@ -125,6 +134,7 @@ def snapshot(
             password_file=password_file, chunk_rows=chunk_rows, consistency=consistency, workers=workers,
             engine=engine, resume=not no_resume, part_max_bytes=part_size_mb << 20, mode=mode or "full",
             watermark_column=watermark_column, detect_deletes=detect_deletes, safety_lag_s=safety_lag,
+            kms_key_id=kms_key_id, object_lock_days=object_lock_days, object_lock_mode=object_lock_mode,
             secret_id=secret_id, rds_instance=rds_instance, database=database, user=user,
         )
         result = snapshot_mysql(app.aws, mopts, progress_factory=console.progress, on_event=console.info)
@@ -140,6 +150,7 @@ def snapshot(
             table=table, source_region=from_region, target_region=to_region, repo_uri=repo,
             read_percent=read_percent, max_rcu=max_rcu, segments=segments, workers=workers, engine=engine,
             resume=not no_resume, part_max_bytes=part_size_mb << 20, page_size=page_size, method=method,
+            kms_key_id=kms_key_id, object_lock_days=object_lock_days, object_lock_mode=object_lock_mode,
         )
         result = snapshot_dynamodb(app.aws, opts, progress_factory=console.progress, on_event=console.info)
     m = result.manifest

@@ -435,6 +435,7 @@ def run_native_export(
                 S3Bucket=store.uri.bucket,
                 S3Prefix=store.full_key(snapshot_prefix + EXPORT_DIR.rstrip("/")),
                 ExportFormat="DYNAMODB_JSON",
+                **({"S3SseAlgorithm": "KMS", "S3SseKmsKeyId": store.write.kms_key_id} if store.write.kms_key_id else {}),
             ),
             f"starting the export of {table_arn}",
         )
@@ -519,17 +520,7 @@ def run_adopt_task(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
         except (OSError, EOFError) as e:
             raise FormatError(f"exported file {spec['export_key']} is not valid gzip: {e}") from e
     ctx.advance(digest.count % 5000, nbytes)
-    s3 = store.s3
-    store.policy.call(
-        lambda: s3.copy_object(
-            Bucket=store.uri.bucket,
-            Key=store.full_key(key),
-            CopySource={"Bucket": store.uri.bucket, "Key": store.full_key(spec["export_key"])},
-            MetadataDirective="REPLACE",
-            Metadata={"sha256": sha, "rows": str(digest.count)},
-        ),
-        f"copying {spec['export_key']} to {key}",
-    )
+    store.copy(spec["export_key"], key, {"sha256": sha, "rows": str(digest.count)})
     part = PartResult(key=key[len(prefix) :], rows=digest.count, bytes=size, sha256=sha, digest=digest.hexdigest())
     return {
         "task_id": spec["task_id"],

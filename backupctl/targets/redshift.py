@@ -282,6 +282,7 @@ def restore(
         steps = build_steps(plan, links, mode, dialect, repo.store, iam_role)
         return {**plan_doc, "sql": [s.sql for s in steps], "script": render(steps, dialect), "dry_run": True}
 
+    repo.check_parts((link.prefix, link.parts + link.tombstones) for link in links)  # before any write
     conn = settings.connect()
     try:
         exists, empty = _target_state(conn, settings, plan)

@@ -43,6 +43,8 @@ def test_total_outage_fails_cleanly_and_lists_nothing(aws: AwsContext, cli, moto
     make_table(aws, SRC, name, 300)
     repo = f"s3://{name}-repo"
     aws.client("s3", DST).create_bucket(Bucket=f"{name}-repo", CreateBucketConfiguration={"LocationConstraint": DST})
+    aws.client("s3", DST).put_public_access_block(Bucket=f"{name}-repo", PublicAccessBlockConfiguration={
+        k: True for k in ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")})
     # The first 25 requests pass (describe, repository, schema, first scan pages and parts);
     # then every call fails, for longer than the retry deadline.
     with FaultProxy(moto_server, rate=1.0, seed=1, faults=("ddb_throughput", "http503"), start_after=25) as proxy:

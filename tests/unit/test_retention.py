@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -88,3 +89,41 @@ def test_refuses_empty_or_negative_policies(policy: Policy) -> None:
 
 def test_empty_input() -> None:
     assert apply_policy([], Policy(keep_last=3)) == []
+
+
+
+def _at(when: str) -> datetime:
+    return datetime.fromisoformat(when).replace(tzinfo=UTC)
+
+
+LOCK = "object lock until 2026-12-05T00:00:00.000000Z"
+
+
+@pytest.mark.parametrize(
+    ("locks", "kept", "reasons"),
+    [
+        # locked_until per snapshot -> the kept ids, and the reasons of some
+        ({}, {"full", "inc1", "inc2", "o_new"}, {"old": [], "o_inc": []}),
+        ({"old": "2026-12-05T00:00:00"}, {"old", "full", "inc1", "inc2", "o_new"}, {"old": [LOCK]}),
+        ({"old": "2026-12-01T00:00:00"}, {"full", "inc1", "inc2", "o_new"}, {"old": []}),  # the lock has ended
+        # A locked incremental keeps its parent: it must stay restorable.
+        ({"o_inc": "2026-12-05T00:00:00"}, {"full", "inc1", "inc2", "o_new", "o_inc", "o_full"},
+         {"o_inc": [LOCK], "o_full": ["parent of o_inc"]}),
+    ],
+)
+def test_object_locked_snapshots_are_kept_with_their_chain(locks: dict[str, str], kept: set[str],
+                                                           reasons: dict[str, list[str]]) -> None:
+    snaps = [
+        snap("old", "2026-10-01T00:00:00"),
+        snap("full", "2026-11-01T00:00:00"),
+        snap("inc1", "2026-11-02T00:00:00", parent="full"),
+        snap("inc2", "2026-11-03T00:00:00", parent="inc1"),
+        snap("o_full", "2026-10-01T00:00:00", source="other"),
+        snap("o_inc", "2026-10-02T00:00:00", parent="o_full", source="other"),
+        snap("o_new", "2026-11-01T00:00:00", source="other"),
+    ]
+    snaps = [dataclasses.replace(x, locked_until=_at(locks[x.id])) if x.id in locks else x for x in snaps]
+    d = {x.snapshot.id: x for x in apply_policy(snaps, Policy(keep_last=1), now=_at("2026-12-02T00:00:00"))}
+    assert {i for i, x in d.items() if x.keep} == kept
+    for sid, want in reasons.items():
+        assert d[sid].reasons == want
