@@ -115,15 +115,20 @@ class AwsContext:
         return client
 
     def account_id(self, region: str) -> str:
+        return self.caller_identity(region)["account"]
+
+    def caller_identity(self, region: str) -> dict[str, str]:
+        """Who the credentials are: STS GetCallerIdentity as {account, arn, user_id} (needs no IAM permission)."""
         from backupctl.retry import policy_from_env
 
         sts = self.client("sts", region)
         try:
-            return str(policy_from_env().call(sts.get_caller_identity, "identifying the AWS caller")["Account"])
+            r = policy_from_env().call(sts.get_caller_identity, "identifying the AWS caller")
         except botocore.exceptions.NoCredentialsError as e:
             raise AuthError("no AWS credentials found (set a profile, env vars or an instance role)") from e
         except botocore.exceptions.ClientError as e:
             raise AuthError(f"cannot identify the AWS caller: {e}") from e
+        return {"account": str(r["Account"]), "arn": str(r["Arn"]), "user_id": str(r["UserId"])}
 
     def check_credentials(self) -> None:
         """Raise AuthError now, before any write, when no credentials resolve."""

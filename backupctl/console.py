@@ -89,6 +89,10 @@ class Console:
         # line however long (a fix command, an ARN); the terminal wraps it, rich does not break it.
         self.err.print("error: " + message, markup=False, style="red", soft_wrap=True)
 
+    def ask(self, question: str) -> None:
+        """Show a question a person answers on stdin (a runbook's confirmation): stderr, no newline, even when quiet."""
+        self.err.print(question, end="", markup=False, soft_wrap=True)
+
     def emit_json(self, doc: Any) -> None:
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
         sys.stdout.flush()

@@ -65,6 +65,7 @@ def _register() -> None:
         local,
         pipeline,
         restore,
+        runbook,
         schedule,
         snapshot,
         snapshots,
@@ -78,6 +79,7 @@ def _register() -> None:
     cli.add_command(demo.demo)
     cli.add_command(pipeline.pipeline)
     cli.add_command(drill.drill)
+    cli.add_command(runbook.runbook)
     cli.add_command(schedule.schedule)
     cli.add_command(schedule.runs)
     cli.add_command(agent.agent)

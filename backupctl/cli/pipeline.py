@@ -41,8 +41,8 @@ def summary_rows(activities: list[dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
-def render_result(console: Console, doc: dict[str, Any]) -> None:
-    console.table(f"pipeline {doc['name']} (run {doc['run_id']}): {doc['status']}",
+def render_result(console: Console, doc: dict[str, Any], what: str = "pipeline") -> None:
+    console.table(f"{what} {doc['name']} (run {doc['run_id']}): {doc['status']}",
                   ["activity", "type", "status", "attempts", "duration", "outputs / error"],
                   summary_rows(doc["activities"]))
 

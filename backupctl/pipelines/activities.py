@@ -2,7 +2,7 @@
 
 ``Snapshot`` (snapshot_dynamodb / snapshot_mysql), ``Restore``
 (restore_dynamodb / restore_mysql / restore_redshift), ``Verify``
-(verify_snapshot, and against a live table), ``ShellCommand`` (``sh -c``)
+(verify_snapshot, and against a live DynamoDB or MySQL table), ``ShellCommand`` (``sh -c``)
 and ``DropTarget`` (drops a node marked ``scratch: true``; absent is fine, so
 it is idempotent). Each returns a JSON-able dict of outputs (e.g.
 ``snapshot_id``) that later activities can refer to; each failure is a
@@ -49,6 +49,7 @@ class RunContext:
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     say: Say = lambda _m: None  # noqa: E731
     progress_factory: Callable[[str, int | None], Any] | None = None
+    snapshot_id: str | None = None  # a runbook run's selected snapshot (`snapshot: selected`)
 
     def node(self, name: Any) -> Node:
         return self.playbook.nodes[str(name)]
@@ -56,6 +57,8 @@ class RunContext:
     def env(self) -> dict[str, str]:
         """Environment for shell commands: the run id, the endpoint, and every variable (BACKUPCTL_VAR_NAME)."""
         env = {"BACKUPCTL_RUN_ID": self.playbook.run_id, "BACKUPCTL_PLAYBOOK": self.playbook.name}
+        if self.snapshot_id:
+            env["BACKUPCTL_SNAPSHOT_ID"] = self.snapshot_id
         if self.aws.endpoint_url:
             env["BACKUPCTL_ENDPOINT_URL"] = self.aws.endpoint_url
         for k, v in self.playbook.variables.items():
@@ -93,8 +96,12 @@ def latest_snapshot(aws: AwsContext, repo_node: Node, source: Node) -> dict[str,
 
 
 def resolve_snapshot(ctx: RunContext, act: Activity) -> str:
-    """The snapshot id a Restore or Verify names: an activity's output, ``latest`` or a literal id."""
+    """The snapshot id a Restore or Verify names: an activity's output, ``latest``, ``selected`` or an id."""
     snap = str(act.get("snapshot"))
+    if snap == "selected":
+        if not ctx.snapshot_id:
+            raise InvalidInput(f"activity '{act.name}': snapshot: selected is chosen by `backupctl runbook run`")
+        return ctx.snapshot_id
     if snap in ctx.playbook.activities:
         out = ctx.outputs.get(snap) or {}
         if "snapshot_id" not in out:
@@ -176,6 +183,9 @@ def verify(ctx: RunContext, act: Activity) -> dict[str, Any]:
     out: dict[str, Any] = {"snapshot_id": sid, "rows": report["rows"], "digest": report["digest"]}
     if act.get("against"):
         node = ctx.node(act.get("against"))
+        if node.type == "MySQLTable":
+            out["against"] = _verify_mysql_table(ctx, repo, sid, node)
+            return out
         if node.type != "DynamoDBTable":
             raise InvalidInput(f"activity '{act.name}': against a {node.type} is not available yet")
         live = verify_against_table(ctx.aws, region, sid, str(node.get("table")), str(node.get("region")),
@@ -186,6 +196,31 @@ def verify(ctx: RunContext, act: Activity) -> dict[str, Any]:
                 f"{live['snapshot_rows']:,}, digest {live['table_digest'][:16]}... vs {live['snapshot_digest'][:16]}...")
         out["against"] = {"table": node.get("table"), "equal": True, "rows": live["table_rows"]}
     return out
+
+
+def _verify_mysql_table(ctx: RunContext, repo_node: Node, sid: str, node: Node) -> dict[str, Any]:
+    """Read a MySQL table back and compare its rows and digest with the snapshot's table digest.
+
+    For an increment that is the digest of the whole table its chain restores.
+    """
+    from backupctl.mysql_conn import settings_from_uri
+    from backupctl.sources.mysql import table_digest
+
+    repo = Repository.open(ctx.aws, str(repo_node.get("region")), repo_node.get("uri"))
+    prefix, m = repo.find_snapshot(sid)
+    if m.source.get("kind") != "mysql":
+        raise InvalidInput(f"snapshot {sid} is a {m.source.get('kind')} snapshot; {node.describe()} is a MySQL table")
+    doc = repo.store.get_json(prefix + "manifest.json")
+    td = doc.get("table_digest") or {"rows": m.rows, "value": m.content_digest}
+    stored = [c for c in repo.read_schema(prefix)["columns"] if not c["generated"]]
+    settings = settings_from_uri(str(node.get("uri")), node.get("password_file"), "uri")
+    table = str(node.get("table"))
+    live = table_digest(settings, settings.database, table, stored)
+    if live.count != int(td["rows"]) or live.hexdigest() != str(td["value"]):
+        raise VerificationFailed(
+            f"table {settings.database}.{table} differs from snapshot {sid}: {live.count:,} rows vs "
+            f"{int(td['rows']):,}, digest {live.hexdigest()[:16]}... vs {str(td['value'])[:16]}...")
+    return {"table": f"{settings.database}.{table}", "equal": True, "rows": live.count, "digest": live.hexdigest()}
 
 
 def shell_command(ctx: RunContext, act: Activity, timeout_s: float | None = None) -> dict[str, Any]:

@@ -6,7 +6,7 @@ line of every key, substitutes ``${variables}``, and checks everything that
 can be checked without touching a server: required and unknown keys, node and
 activity types, references between them (``input``, ``output``,
 ``depends_on``, ``preconditions``), cycles, durations, the schedule and the
-drill block. Every problem is one line ``FILE:LINE key.path: problem``; all
+drill and runbook blocks. Every problem is one line ``FILE:LINE key.path: problem``; all
 of them are collected and raised together as ``PlaybookInvalid`` (exit 2).
 """
 
@@ -24,9 +24,9 @@ from backupctl.errors import InvalidInput
 from backupctl.model import utcnow
 from backupctl.pipelines.schedule import Schedule, check_schedule
 
-KINDS = ("pipeline", "drill")
+KINDS = ("pipeline", "drill", "runbook")
 TOP_KEYS = ("version", "kind", "name", "description", "variables", "schedule", "nodes", "preconditions",
-            "activities", "drill")
+            "activities", "drill", "runbook")
 
 # Node types: required keys, optional keys. Every node may also carry `preconditions`, `scratch`, `description`.
 NODE_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -45,11 +45,15 @@ PRECONDITION_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "S3KeyExists": (("node", "key"), ()),
     "S3PrefixNotEmpty": (("node", "prefix"), ()),
     "ShellCommandPrecondition": (("command",), ("env",)),
+    # The repository holds a committed snapshot of `source` (in a runbook: the one `runbook run` selected).
+    "SnapshotExists": (("node", "source"), ()),
 }
 PRECONDITION_COMMON = ("type", "timeout", "retries", "description")
 # What node type a precondition's `node` must name.
 PRECONDITION_NODE = {"DynamoDBTableExists": ("DynamoDBTable",), "DynamoDBDataExists": ("DynamoDBTable",),
-                     "S3KeyExists": ("S3Repository",), "S3PrefixNotEmpty": ("S3Repository",)}
+                     "S3KeyExists": ("S3Repository",), "S3PrefixNotEmpty": ("S3Repository",),
+                     "SnapshotExists": ("S3Repository",)}
+SNAPSHOT_SOURCES = ("DynamoDBTable", "MySQLTable")  # nodes that have snapshots
 
 # Activity types: required keys, optional keys, and which node types each reference key accepts.
 ACTIVITY_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -65,7 +69,7 @@ ACTIVITY_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 NOT_AVAILABLE = ("AwsCli", "EmrStep", "Sql")
 ACTIVITY_COMMON = ("type", "depends_on", "retries", "retry_delay", "timeout", "on_fail", "run_on",
-                   "preconditions", "description")
+                   "preconditions", "description", "confirm")
 ACTIVITY_REFS: dict[str, dict[str, tuple[str, ...]]] = {
     "Snapshot": {"input": ("DynamoDBTable", "MySQLTable"), "output": ("S3Repository",)},
     "Restore": {"input": ("S3Repository",), "output": TABLE_NODES, "source": ("DynamoDBTable", "MySQLTable")},
@@ -80,6 +84,8 @@ RUN_ON = ("success", "always")
 DRILL_KEYS = ("source", "repository", "target", "snapshot", "max_age", "samples", "snapshot_options",
               "restore_options", "after_restore")
 DRILL_TARGETS = {"DynamoDBTable": ("DynamoDBTable",), "MySQLTable": ("MySQLTable", "RedshiftTable")}
+RUNBOOK_KEYS = ("source", "repository")
+SELECTED = "selected"  # `snapshot: selected`: the snapshot `runbook run` chose (--at TIME|ID, default the latest)
 
 _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
@@ -234,6 +240,7 @@ class Activity:
     on_fail: str = "fail"
     run_on: str = "success"
     preconditions: list[str] = field(default_factory=list)
+    confirm: bool = False  # runbooks: ask the person before this step even when it is not destructive
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.fields.get(key, default)
@@ -253,6 +260,12 @@ class DrillSpec:
 
 
 @dataclass
+class RunbookSpec:
+    source: str  # the node whose snapshots `runbook run --at` chooses among
+    repository: str  # the S3Repository node holding them
+
+
+@dataclass
 class Playbook:
     path: str
     name: str
@@ -266,6 +279,7 @@ class Playbook:
     drill: DrillSpec | None
     run_id: str
     lines: dict[Path_, int] = field(default_factory=dict, repr=False)
+    runbook: RunbookSpec | None = None
 
     def order(self) -> list[str]:
         """Activities in dependency order (declaration order among the ready ones)."""
@@ -412,7 +426,7 @@ def parse_playbook(text: str, file: str = "<playbook>", overrides: dict[str, str
         ck.add(("version",), f"unsupported version {top.get('version')!r} (this backupctl reads version 1)")
     kind = top.get("kind", "pipeline")
     if kind not in KINDS:
-        ck.add(("kind",), f"invalid kind {kind!r}: expected pipeline or drill")
+        ck.add(("kind",), f"invalid kind {kind!r}: expected pipeline, drill or runbook")
 
     # Variables: built-ins, then the playbook's (which may use built-ins), then --var overrides.
     rid = run_id or new_run_id()
@@ -436,18 +450,19 @@ def parse_playbook(text: str, file: str = "<playbook>", overrides: dict[str, str
         for i, p in enumerate(n.preconditions):
             if p not in pres:
                 ck.add(("nodes", n.name, "preconditions", i), f"unknown precondition '{p}'")
-    acts = _check_activities(top, ck, nodes, pres)
+    acts = _check_activities(top, ck, nodes, pres, kind)
     schedule = None
     if "schedule" in top:
         schedule, problems = check_schedule(top["schedule"])
         for sub, problem in problems:
             ck.add(("schedule", sub) if sub else ("schedule",), problem)
     drill = _check_drill(top, ck, nodes, kind)
+    runbook = _check_runbook(top, ck, nodes, acts, kind)
     if ck.issues:
         raise PlaybookInvalid([msg for _, msg in sorted(ck.issues, key=lambda t: t[0])])
     return Playbook(path=file, name=str(top["name"]), kind=str(kind), description=str(top.get("description") or ""),
                     variables={k: v for k, v in values.items()}, nodes=nodes, preconditions=pres,
-                    activities=acts, schedule=schedule, drill=drill, run_id=rid, lines=lines)
+                    activities=acts, schedule=schedule, drill=drill, run_id=rid, lines=lines, runbook=runbook)
 
 
 def _check_name(ck: _Checker, path: Path_, name: str) -> None:
@@ -507,6 +522,8 @@ def _check_preconditions(top: dict[str, Any], ck: _Checker, nodes: dict[str, Nod
         ck.keys(raw, path, req, opt + PRECONDITION_COMMON)
         if t in PRECONDITION_NODE and "node" in raw:
             _ref(ck, path + ("node",), raw["node"], nodes, PRECONDITION_NODE[t])
+        if t == "SnapshotExists" and raw.get("source") is not None:
+            _ref(ck, path + ("source",), raw["source"], nodes, SNAPSHOT_SOURCES)
         timeout = ck.duration(raw, "timeout", path, 60.0)
         retries = ck.count(raw, "retries", path, None, hi=10_000)
         out[name] = Precondition(name, t, {k: v for k, v in raw.items() if k not in PRECONDITION_COMMON},
@@ -515,7 +532,7 @@ def _check_preconditions(top: dict[str, Any], ck: _Checker, nodes: dict[str, Nod
 
 
 def _check_activities(top: dict[str, Any], ck: _Checker, nodes: dict[str, Node],
-                      pres: dict[str, Precondition]) -> dict[str, Activity]:
+                      pres: dict[str, Precondition], kind: Any = "pipeline") -> dict[str, Activity]:
     raw_acts = ck.mapping(top.get("activities"), ("activities",))
     out: dict[str, Activity] = {}
     for name, raw in raw_acts.items():
@@ -540,6 +557,15 @@ def _check_activities(top: dict[str, Any], ck: _Checker, nodes: dict[str, Node],
             ck.add(path + ("command",), "must be a string (run with sh -c)")
         if "options" in raw:
             ck.mapping(raw["options"], path + ("options",))
+            if kind == "runbook" and isinstance(raw["options"], dict) and "yes" in raw["options"]:
+                ck.add(path + ("options", "yes"), "a runbook asks before destructive steps; to skip the "
+                                                  "questions pass --yes to `runbook run`")
+        if "confirm" in raw:
+            if not isinstance(raw["confirm"], bool):
+                ck.add(path + ("confirm",), "must be true or false")
+            elif kind != "runbook":
+                ck.add(path + ("confirm",), "confirm applies to runbooks (kind: runbook), which ask a person; "
+                                            "pipelines and drills run unattended")
         deps = ck.name_list(raw.get("depends_on"), path + ("depends_on",))
         for i, d in enumerate(deps):
             if d not in raw_acts:
@@ -555,6 +581,10 @@ def _check_activities(top: dict[str, Any], ck: _Checker, nodes: dict[str, Node],
             elif snap == "latest":
                 if raw.get("source") is None:
                     ck.add(path, "snapshot: latest needs 'source' (the node whose newest snapshot to use)")
+            elif snap == SELECTED:
+                if kind != "runbook":
+                    ck.add(path + ("snapshot",), "snapshot: selected is the snapshot `runbook run` chooses "
+                                                 "(--at); it needs kind: runbook")
             elif not re.match(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$", snap):
                 ck.add(path + ("snapshot",), f"'{snap}' is not an activity, 'latest' or a snapshot id")
         for key, allowed_vals in (("on_fail", ON_FAIL), ("run_on", RUN_ON)):
@@ -570,6 +600,7 @@ def _check_activities(top: dict[str, Any], ck: _Checker, nodes: dict[str, Node],
             retry_delay_s=float(ck.duration(raw, "retry_delay", path, 1.0) or 1.0),
             timeout_s=ck.duration(raw, "timeout", path, None),
             on_fail=str(raw.get("on_fail", "fail")), run_on=str(raw.get("run_on", "success")), preconditions=plist,
+            confirm=raw.get("confirm") is True,
         )
     try:
         topo_order({n: [d for d in a.depends_on if d in out] for n, a in out.items()})
@@ -613,3 +644,88 @@ def _check_drill(top: dict[str, Any], ck: _Checker, nodes: dict[str, Node], kind
                      snapshot_options=dict(raw.get("snapshot_options") or {}),
                      restore_options=dict(raw.get("restore_options") or {}),
                      after_restore=raw.get("after_restore"))
+
+
+def _check_runbook(top: dict[str, Any], ck: _Checker, nodes: dict[str, Node], acts: dict[str, Activity],
+                   kind: Any) -> RunbookSpec | None:
+    if "runbook" not in top:
+        if kind == "runbook":
+            ck.add((), "a playbook of kind runbook needs a 'runbook:' block (source and repository)")
+        return None
+    path: Path_ = ("runbook",)
+    if kind != "runbook":
+        ck.add(path, "a runbook: block needs kind: runbook")
+        return None
+    raw = ck.mapping(top["runbook"], path)
+    ck.keys(raw, path, RUNBOOK_KEYS, ())
+    for key, allowed in (("source", SNAPSHOT_SOURCES), ("repository", ("S3Repository",))):
+        if raw.get(key) is not None:
+            _ref(ck, path + (key,), raw[key], nodes, allowed)
+    if "schedule" in top:
+        ck.add(("schedule",), "a runbook runs when a person starts it (`runbook run`); it takes no schedule")
+    if "drill" in top:
+        ck.add(("drill",), "a runbook takes no drill: block")
+    if not acts:
+        ck.add(("activities",) if "activities" in top else (), "a runbook needs at least one activity")
+    repo = raw.get("repository")
+    for name, a in acts.items():
+        if a.type in ("Restore", "Verify") and a.get("snapshot") == SELECTED and isinstance(repo, str) \
+                and a.get("input") != repo:
+            ck.add(("activities", name, "input"), f"snapshot: selected is chosen in the runbook's repository "
+                                                  f"'{repo}', not '{a.get('input')}'")
+    return RunbookSpec(source=str(raw.get("source")), repository=str(repo))
+
+
+# -- JSON Schema for editors (playbooks/schema.json) ---------------------------------------
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema shipped as ``playbooks/schema.json`` (keys only; ``pipeline validate`` is the authority).
+
+    Regenerate the file with ``python -m backupctl.pipelines.model > playbooks/schema.json``.
+    """
+    def one_of(types: dict[str, tuple[tuple[str, ...], tuple[str, ...]]], common: tuple[str, ...]) -> dict[str, Any]:
+        out = []
+        for t, (req, opt) in types.items():
+            props: dict[str, Any] = {k: {} for k in req + opt}
+            props["type"] = {"const": t}
+            props.update({k: {} for k in common if k != "type"})
+            out.append({"type": "object", "required": ["type", *req], "properties": props,
+                        "additionalProperties": False})
+        return {"type": "object", "additionalProperties": {"oneOf": out}}
+
+    def block(required: tuple[str, ...], keys: tuple[str, ...]) -> dict[str, Any]:
+        return {"type": "object", "required": list(required), "additionalProperties": False,
+                "properties": {k: {} for k in keys}}
+
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "backupctl playbook (version 1)",
+        "description": "Editor help only; `backupctl pipeline validate` is the authority (it also checks "
+                       "references, cycles, variables and schedules).",
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {
+            "version": {"const": 1},
+            "kind": {"enum": list(KINDS)},
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "variables": {"type": "object", "additionalProperties": {"type": ["string", "number"]}},
+            "schedule": {"type": "object", "additionalProperties": False, "properties": {
+                "cron": {"type": "string"}, "rate": {"type": "string"}, "start": {"type": "string"},
+                "end": {"type": "string"}, "style": {"enum": ["cron", "timeseries"]},
+                "max_backfill": {"type": "integer", "minimum": 0}}},
+            "nodes": one_of(NODE_TYPES, NODE_COMMON),
+            "preconditions": one_of(PRECONDITION_TYPES, PRECONDITION_COMMON),
+            "activities": one_of(ACTIVITY_TYPES, ACTIVITY_COMMON),
+            "drill": block(("source", "repository", "target"), DRILL_KEYS),
+            "runbook": block(RUNBOOK_KEYS, RUNBOOK_KEYS),
+        },
+    }
+
+
+if __name__ == "__main__":  # python -m backupctl.pipelines.model > playbooks/schema.json
+    import json
+
+    print(json.dumps(json_schema(), indent=2))

@@ -2,7 +2,9 @@
 
 ``DynamoDBTableExists`` (ACTIVE), ``DynamoDBDataExists`` (at least one item),
 ``S3KeyExists`` and ``S3PrefixNotEmpty`` (under an S3Repository node's bucket
-and prefix) and ``ShellCommandPrecondition`` (exit status 0). Each is polled
+and prefix), ``SnapshotExists`` (the repository holds a committed snapshot
+of a source: in a runbook run the selected one, with its whole increment
+chain; elsewhere any) and ``ShellCommandPrecondition`` (exit status 0). Each is polled
 through ``RetryPolicy.poll`` (the one home of waiting: backoff, a deadline)
 until it holds, its ``retries`` are used up or its ``timeout`` passes; then
 ``PreconditionNotMet`` (exit 3) names the precondition and what was missing.
@@ -20,6 +22,7 @@ import botocore.exceptions
 
 from backupctl.aws import AwsContext
 from backupctl.errors import DataPathError, NotFound
+from backupctl.model import Manifest
 from backupctl.pipelines.model import Node, Precondition
 from backupctl.repository import default_repo_uri, parse_repo_uri
 from backupctl.retry import RetryPolicy
@@ -76,6 +79,9 @@ def check_once(aws: AwsContext, pre: Precondition, nodes: dict[str, Node], env: 
                 return False, f"bucket {bucket} does not exist"
             raise
         return (bool(r.get("KeyCount")), f"s3://{bucket}/{key}" + ("" if r.get("KeyCount") else " is empty"))
+    if pre.type == "SnapshotExists":
+        assert node is not None
+        return _snapshot_exists(aws, node, nodes[str(pre.get("source"))], env.get("BACKUPCTL_SNAPSHOT_ID"))
     # ShellCommandPrecondition
     cmd = str(pre.get("command"))
     full_env = {**os.environ, **env, **{str(k): str(v) for k, v in (pre.get("env") or {}).items()}}
@@ -85,6 +91,38 @@ def check_once(aws: AwsContext, pre: Precondition, nodes: dict[str, Node], env: 
     except subprocess.TimeoutExpired:
         return False, f"command '{cmd}' did not finish in time"
     return p.returncode == 0, f"command '{cmd}' exited {p.returncode}"
+
+
+def _snapshot_exists(aws: AwsContext, repo_node: Node, source: Node, snapshot_id: str | None) -> tuple[bool, str]:
+    """Does the repository hold snapshot ``snapshot_id`` of ``source`` (and its parents), or any snapshot of it?"""
+    from backupctl.pipelines.activities import _source_key
+    from backupctl.repository import Repository
+    from backupctl.restore import mysql_chain
+
+    try:
+        repo = Repository.open(aws, str(repo_node.get("region")), repo_node.get("uri"))
+    except NotFound as e:
+        return False, e.message
+    sk = _source_key(source)
+    if snapshot_id is None:
+        found = repo.list_snapshots(sk)
+        if not found:
+            return False, f"no snapshot of {source.describe()} in {repo.uri}"
+        return True, f"{len(found)} snapshot(s) of {source.describe()} in {repo.uri}, newest {found[-1].id}"
+    prefix = repo.snapshot_prefix(sk, snapshot_id)
+    try:
+        doc = repo.store.get_json(prefix + "manifest.json")
+    except NotFound:
+        return False, f"snapshot {snapshot_id} of {source.describe()} is not committed in {repo.uri}"
+    m = Manifest.from_dict(doc)
+    if m.mode != "incremental":
+        return True, f"snapshot {snapshot_id} of {source.describe()} is committed in {repo.uri}"
+    try:
+        chain = mysql_chain(repo, prefix, m)
+    except NotFound as e:
+        return False, e.message
+    return True, (f"snapshot {snapshot_id} of {source.describe()} and its chain ({len(chain)} snapshots) are "
+                  f"committed in {repo.uri}")
 
 
 def wait_for(aws: AwsContext, pre: Precondition, nodes: dict[str, Node], env: dict[str, str] | None = None,

@@ -16,6 +16,10 @@ Sequential and explicit:
   only ``run_on: always`` activities still run (clean-up); the others are
   ``skipped``. An ``on_fail: continue`` failure is recorded and its
   dependents still run.
+* A ``gate`` (runbooks: the question before a destructive step) runs after an
+  activity's preconditions and before its first attempt, outside its
+  timeout. Raising ``Declined`` there marks the activity ``declined``
+  (nothing of it ran; exit 4), and the run goes on as after a failure.
 * Under ``stop_between_activities`` (the agent) SIGTERM is left to the caller;
   once its stop signal is set, the running activity finishes, the remaining
   ones are ``skipped`` except ``run_on: always``, and the status is
@@ -82,6 +86,12 @@ class ActivityTimedOut(BackupctlError):
     exit_code = EXIT_DATA_PATH
 
 
+class Declined(BackupctlError):
+    """A person declined a runbook step at its confirmation (or could not be asked): the step did not run."""
+
+    exit_code = EXIT_CONFLICT
+
+
 class PipelineFailed(BackupctlError):
     """The pipeline (or drill) failed; carries the exit code of its first failure."""
 
@@ -94,7 +104,7 @@ class PipelineFailed(BackupctlError):
 class ActivityResult:
     name: str
     type: str
-    status: str = "pending"  # succeeded | failed | skipped | cancelled
+    status: str = "pending"  # succeeded | failed | skipped | cancelled | declined
     attempts: int = 0
     duration_s: float = 0.0
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -114,7 +124,7 @@ class PipelineResult:
     name: str
     run_id: str
     started_at: str
-    status: str = "running"  # succeeded | failed | interrupted | stopped
+    status: str = "running"  # succeeded | failed | interrupted | stopped | declined
     exit_code: int = EXIT_OK
     duration_s: float = 0.0
     activities: list[ActivityResult] = field(default_factory=list)
@@ -123,7 +133,8 @@ class PipelineResult:
         return next((a for a in self.activities if a.name == name), None)
 
     def first_failure(self) -> ActivityResult | None:
-        return next((a for a in self.activities if a.status in ("failed", "cancelled") and a.exit_code), None)
+        return next((a for a in self.activities if a.status in ("failed", "cancelled", "declined") and a.exit_code),
+                    None)
 
     def to_json(self) -> dict[str, Any]:
         return {"playbook": self.playbook, "name": self.name, "run_id": self.run_id, "status": self.status,
@@ -177,8 +188,14 @@ def _as_error(e: Exception) -> BackupctlError:
     return acts.ActivityFailed(f"{type(e).__name__}: {e}", 1)
 
 
-def check_runnable(playbook: Playbook) -> None:
-    """Refuse, before anything runs, a playbook with activity types not available yet."""
+def check_runnable(playbook: Playbook, runbook: bool = False) -> None:
+    """Refuse, before anything runs, a playbook with activity types not available yet.
+
+    A runbook (it asks a person before destructive steps) runs only through
+    ``backupctl runbook run`` (``runbook=True``): never as a pipeline, nor on a schedule.
+    """
+    if playbook.kind == "runbook" and not runbook:
+        raise InvalidInput(f"{playbook.path} is a runbook: run it with `backupctl runbook run {playbook.path}`")
     bad = playbook.unavailable()
     if bad:
         a = playbook.activities[bad[0]]
@@ -193,6 +210,7 @@ def run_pipeline(
     progress_factory: Callable[[str, int | None], Any] | None = None,
     runners: dict[str, Runner] | None = None,
     ctx: acts.RunContext | None = None,
+    gate: Callable[[Activity], None] | None = None,
 ) -> PipelineResult:
     """Run every activity of ``playbook``; never raises for an activity failure (see the result's status).
 
@@ -200,7 +218,9 @@ def run_pipeline(
     steps, test hooks). KeyboardInterrupt (Ctrl-C, SIGTERM) cancels the
     running activity, then the ``run_on: always`` ones run; the result's
     status is then ``interrupted`` (exit 130). Under ``stop_between_activities``
-    a stop ends the run between activities with status ``stopped``.
+    a stop ends the run between activities with status ``stopped``. ``gate``
+    is called before an activity's first attempt (after its preconditions);
+    a ``Declined`` from it makes the run's status ``declined`` (exit 4).
     """
     say = say or (lambda _m: None)
     if runners is None:
@@ -210,7 +230,7 @@ def run_pipeline(
     ctx = ctx or acts.RunContext(aws=aws, playbook=playbook, say=say, progress_factory=progress_factory)
     started = time.monotonic()
     result = PipelineResult(playbook.path, playbook.name, playbook.run_id, isoformat(utcnow()))
-    failed = interrupted = stopped = False
+    failed = interrupted = stopped = declined = False
     stopping = _STOP.get()
     signals: AbstractContextManager[None] = terminate_as_interrupt() if stopping is None else nullcontext()
     with signals:
@@ -219,8 +239,9 @@ def run_pipeline(
             res = ActivityResult(name, act.type)
             result.activities.append(res)
             if act.run_on != "always":
-                if interrupted or failed:
-                    res.status, res.error = "skipped", ("interrupted" if interrupted else "an earlier activity failed")
+                if interrupted or failed or declined:
+                    res.status, res.error = "skipped", ("interrupted" if interrupted else "an earlier activity failed"
+                                                        if failed else "an earlier step was declined")
                     continue
                 if stopping is not None and stopping():
                     res.status, res.error = "skipped", "stopped before it started (the agent is shutting down)"
@@ -234,7 +255,8 @@ def run_pipeline(
             say(f"[bold]{name}[/bold] ({act.type})")
             t0 = time.monotonic()
             try:
-                _run_one(aws, playbook, act, ctx, table[act.type] if act.type in table else _unavailable, res, say)
+                _run_one(aws, playbook, act, ctx, table[act.type] if act.type in table else _unavailable, res, say,
+                         gate)
             except KeyboardInterrupt:
                 res.status, res.error, res.exit_code = "cancelled", "interrupted", EXIT_INTERRUPTED
                 interrupted = True
@@ -244,12 +266,14 @@ def run_pipeline(
                 ctx.outputs[name] = res.outputs
             elif res.status == "failed" and act.on_fail == "fail":
                 failed = True
+            elif res.status == "declined":
+                declined = True
     result.duration_s = time.monotonic() - started
     first = result.first_failure()
     if interrupted:
         result.status, result.exit_code = "interrupted", EXIT_INTERRUPTED
-    elif failed and first is not None:
-        result.status, result.exit_code = "failed", first.exit_code or 1
+    elif (failed or declined) and first is not None:
+        result.status, result.exit_code = ("declined" if first.status == "declined" else "failed"), first.exit_code or 1
     elif stopped:
         result.status, result.exit_code = "stopped", EXIT_INTERRUPTED
     else:
@@ -262,7 +286,7 @@ def _unavailable(ctx: acts.RunContext, act: Activity) -> dict[str, Any]:
 
 
 def _run_one(aws: AwsContext, playbook: Playbook, act: Activity, ctx: acts.RunContext, fn: Runner,
-             res: ActivityResult, say: Callable[[str], None]) -> None:
+             res: ActivityResult, say: Callable[[str], None], gate: Callable[[Activity], None] | None = None) -> None:
     # Preconditions: the activity's own, then those of every node it names.
     names = list(act.preconditions)
     for key in NODE_KEYS:
@@ -276,6 +300,17 @@ def _run_one(aws: AwsContext, playbook: Playbook, act: Activity, ctx: acts.RunCo
         res.status, res.error, res.exit_code = "failed", e.message, e.exit_code
         say(f"[red]{act.name} failed[/red]: {e.message}")
         return
+    if gate is not None:
+        try:
+            gate(act)
+        except Declined as e:
+            res.status, res.error, res.exit_code = "declined", e.message, e.exit_code
+            say(f"[yellow]{act.name} declined[/yellow]: {e.message}")
+            return
+        except BackupctlError as e:
+            res.status, res.error, res.exit_code = "failed", e.message, e.exit_code
+            say(f"[red]{act.name} failed[/red]: {e.message}")
+            return
 
     def attempt() -> tuple[str, Any] | None:
         res.attempts += 1
@@ -297,4 +332,5 @@ def _run_one(aws: AwsContext, playbook: Playbook, act: Activity, ctx: acts.RunCo
     if kind == "ok":
         res.status, res.outputs = "succeeded", dict(value or {})
     else:
-        res.status, res.error, res.exit_code = "failed", value.message, value.exit_code or 1
+        res.status = "declined" if isinstance(value, Declined) else "failed"
+        res.error, res.exit_code = value.message, value.exit_code or 1
