@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backupctl.aws import AwsContext, validate_region
-from backupctl.engines import TaskContext, get_engine
+from backupctl.engines import TaskContext, default_processes, get_engine, local_or_processes
 from backupctl.errors import (
     Conflict,
     FormatError,
@@ -227,6 +227,7 @@ class MySQLRestoreOptions:
     verify: bool = True
     only_increment: bool = False
     secret_id: str | None = None  # Secrets Manager secret (in --region unless an ARN names another)
+    processes: int | None = None  # --engine local: load in worker processes (None: --processes, default 1)
 
 
 def check_mysql_options(opts: MySQLRestoreOptions, aws: AwsContext | None = None) -> MySQLSettings:
@@ -419,7 +420,8 @@ def restore_mysql(
         conn.close()
 
     repo_spec = {"bucket": repo.uri.bucket, "prefix": repo.uri.prefix, "region": repo.region}
-    engine = get_engine(opts.engine, opts.workers)
+    processes = opts.processes if opts.processes is not None else default_processes()
+    engine = local_or_processes(opts.engine, opts.workers, processes, sum(len(link.manifest.parts) for link in chain))
 
     def load_fn(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
         return mysql_target.run_load_task(spec, ctx, settings)

@@ -18,7 +18,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from backupctl.aws import AwsContext, validate_region
-from backupctl.engines import TaskContext, get_engine
+from backupctl.engines import TaskContext, default_processes, local_or_processes
+from backupctl.engines.processes import WorkerSetup
 from backupctl.errors import Conflict, InvalidInput, NotFound
 from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, combine_hex
 from backupctl.model import (
@@ -58,6 +59,9 @@ class ExportPlan:
     window: dict[str, Any] | None = None
     # (repository, snapshot prefix, task results in task order) -> extra top-level manifest fields
     finish: Callable[[Repository, str, list[dict[str, Any]]], dict[str, Any]] | None = None
+    # --engine local with worker processes (CPU-bound sources): how many, and their per-worker setup
+    processes: int = 1
+    worker_setup: Any = None
 
 
 @dataclass
@@ -178,7 +182,7 @@ def run_export(
         repo.store.put_json(_checkpoint_key(prefix, spec["task_id"]), result)
         results[spec["task_id"]] = result
 
-    engine = get_engine(engine_name, workers)
+    engine = local_or_processes(engine_name, workers, plan.processes, len(todo), plan.worker_setup)
     engine.run(todo, plan.task_fn, TaskContext(limiter=plan.limiter, progress=progress), on_result=checkpoint)
 
     # Commit: parts in task order, sweep anything under data/ no task claims, manifest last.
@@ -412,6 +416,7 @@ class MySQLSnapshotOptions:
     rds_instance: str | None = None  # instead of source_uri: the endpoint from RDS DescribeDBInstances
     database: str | None = None  # with rds_instance
     user: str | None = None  # with rds_instance (default: the secret's username, else the master user)
+    processes: int | None = None  # --engine local: worker processes for the chunks (None: --processes, default 1)
 
 
 def check_mysql_options(opts: MySQLSnapshotOptions, aws: AwsContext | None = None,
@@ -514,8 +519,20 @@ def snapshot_mysql(
         say(f"table {opts.table} has no primary key usable for ranges: reading it as one chunk")
     has_keys = mysql_source.key_positions(info.stored, info.primary_key) is not None
     sk = source_key("mysql", opts.source_region, f"{settings.database}.{opts.table}")
-    sessions = mysql_source.ReadSessions(settings, settings.database, opts.table, opts.consistency,
-                                         min(opts.workers, chunks))
+    wanted = opts.processes if opts.processes is not None else default_processes()
+    processes = wanted if opts.engine in ("local", "auto") and chunks > 1 else 1
+    # With worker processes each worker opens its own consistent session while this driver holds the
+    # table lock (engines/processes.py); with threads the driver opens them all here.
+    sessions = mysql_source.ReadSessions(settings, settings.database, opts.table,
+                                         opts.consistency if processes == 1 else "none", min(opts.workers, chunks))
+    consistent = opts.consistency == "snapshot"
+    setup = WorkerSetup(
+        init="backupctl.sources.mysql:open_worker_session",
+        kwargs={"settings": settings.to_dict(), "database": settings.database, "table": opts.table,
+                "consistency": opts.consistency},
+        before=(lambda: mysql_source.lock_table(settings, settings.database, opts.table)) if consistent else None,
+        after=mysql_source.unlock_table if consistent else None,
+    ) if processes > 1 else None
     plan = ExportPlan(
         kind="mysql",
         source=source,
@@ -533,10 +550,13 @@ def snapshot_mysql(
               "primary_key": info.primary_key, "server_version": info.server_version,
               "server_now": mysql_source.datetime_text(now)},
         finish=_mysql_finish(info.primary_key if has_keys else None, incremental=False),
+        processes=processes,
+        worker_setup=setup,
     )
     say(
         f"snapshot {settings.database}.{opts.table} ({opts.source_region}) -> {repo.uri} ({opts.target_region}): "
         f"{chunks} chunks of up to {opts.chunk_rows:,} rows, consistency {opts.consistency}"
+        + (f", {processes} worker processes" if processes > 1 else "")
     )
     sessions.open()
     try:

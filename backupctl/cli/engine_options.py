@@ -93,3 +93,22 @@ def emr_options(f: Any) -> Any:
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+def _set_processes(_ctx: click.Context, _param: click.Parameter, value: int | None) -> None:
+    from backupctl.engines import configure_processes
+
+    if value is not None:
+        if value < 1:
+            from backupctl.errors import InvalidInput
+
+            raise InvalidInput(f"--processes must be at least 1, not {value}")
+        configure_processes(value)
+
+
+def processes_option(f: Any) -> Any:
+    return click.option(
+        "--processes", type=int, metavar="N", expose_value=False, callback=_set_processes,
+        help="--engine local, MySQL: read/load the chunks in N worker processes instead of threads "
+             "(Python's GIL makes a chunk's Arrow/hash/Parquet work CPU-bound: use the cores). Default 1.",
+    )(f)

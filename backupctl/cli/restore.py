@@ -8,7 +8,13 @@ from collections.abc import Callable
 import click
 
 from backupctl.cli.context import App, json_option, pass_app
-from backupctl.cli.engine_options import ENGINES, check_engine_choice, emr_options, spark_master_option
+from backupctl.cli.engine_options import (
+    ENGINES,
+    check_engine_choice,
+    emr_options,
+    processes_option,
+    spark_master_option,
+)
 from backupctl.console import Console, human_bytes
 from backupctl.errors import EXIT_CODES_HELP, InvalidInput
 from backupctl.mysql_conn import is_mysql_uri
@@ -63,6 +69,7 @@ def redshift_options(f):  # type: ignore[no-untyped-def]
               help="Where load tasks run: local, spark, emr (not yet), auto (local for now).")
 @spark_master_option
 @emr_options
+@processes_option
 @click.option("--dry-run", is_flag=True, help="Print the plan (table definition, parts, items, budget); write nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before destructive steps (replace, truncate).")
 @click.option("--to", "to_uri", metavar="mysql://USER@HOST[:PORT]/DB",

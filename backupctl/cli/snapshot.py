@@ -5,7 +5,13 @@ from __future__ import annotations
 import click
 
 from backupctl.cli.context import App, json_option, pass_app
-from backupctl.cli.engine_options import ENGINES, check_engine_choice, emr_options, spark_master_option
+from backupctl.cli.engine_options import (
+    ENGINES,
+    check_engine_choice,
+    emr_options,
+    processes_option,
+    spark_master_option,
+)
 from backupctl.console import human_bytes
 from backupctl.errors import EXIT_CODES_HELP, InvalidInput
 from backupctl.mysql_conn import is_mysql_uri
@@ -34,6 +40,7 @@ from backupctl.sources.mysql import CHUNK_ROWS, CONSISTENCY, DEFAULT_SAFETY_LAG_
                    "auto (local for now).")
 @spark_master_option
 @emr_options
+@processes_option
 @click.option("--part-size-mb", type=int, default=256, show_default=True, help="Uncompressed MiB per part before a new part is cut.")
 @click.option("--method", type=click.Choice(["scan", "export", "auto"]), default="scan", show_default=True,
               help="DynamoDB: scan (parallel Scan within the read budget) or export (native point-in-time "

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 from backupctl.engines.local import LocalEngine, TaskContext, TaskFn
 from backupctl.model import TaskSpec
 
-__all__ = ["ENGINES", "Engine", "LocalEngine", "TaskContext", "configure", "configure_emr", "get_engine"]
+__all__ = ["ENGINES", "Engine", "LocalEngine", "TaskContext", "configure", "configure_emr", "get_engine",
+           "local_or_processes"]
 
 ENGINES = ("local", "spark", "emr", "auto")
 
@@ -32,7 +33,7 @@ class Engine(Protocol):
 
 
 # Process-wide engine settings the CLI sets from its options (``--spark-master``, the EMR options).
-_settings: dict[str, Any] = {"spark_master": None, "emr": None, "on_event": None}
+_settings: dict[str, Any] = {"spark_master": None, "emr": None, "on_event": None, "processes": 1}
 
 
 def configure(spark_master: str | None = None) -> None:
@@ -64,3 +65,22 @@ def get_engine(name: str, workers: int, spark_master: str | None = None) -> Engi
 
         return EmrEngine(_settings["emr"] or EmrSettings(), workers=workers, on_event=_settings["on_event"])
     raise InvalidInput(f"engine '{name}' is not available (available: {', '.join(ENGINES)})")
+
+
+def local_or_processes(name: str, workers: int, processes: int, tasks: int, setup: Any = None) -> Engine:
+    """``get_engine(name)``, except that the local engine runs ``processes`` worker processes when asked
+    (``--processes N``) and there are at least two tasks (engines/processes.py)."""
+    if name in ("local", "auto") and processes > 1 and tasks > 1:
+        from backupctl.engines.processes import ProcessEngine
+
+        return ProcessEngine(workers, processes, setup)
+    return get_engine(name, workers)
+
+
+def configure_processes(processes: int) -> None:
+    """The ``--processes`` later MySQL snapshots/restores on the local engine use when their options say None."""
+    _settings["processes"] = max(1, int(processes))
+
+
+def default_processes() -> int:
+    return int(_settings["processes"])

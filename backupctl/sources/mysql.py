@@ -338,14 +338,13 @@ class ReadSessions:
     def consistent(self) -> bool:
         return self.consistency == "snapshot"
 
-    def open(self) -> None:
+    def open(self, lock: bool = True) -> None:
+        """Open ``size`` consistent-snapshot sessions; under a table lock taken here unless ``lock`` is False
+        (a worker process whose driver holds the lock: ``lock_table``)."""
         if not self.consistent:
             return
-        locker = self.settings.connect()
+        locker = lock_table(self.settings, self.database, self.table) if lock else None
         try:
-            run_sql(locker, f"LOCK TABLES {table_ref(self.database, self.table)} READ", (),
-                    f"locking {self.database}.{self.table} to start consistent reads "
-                    "(needs the LOCK TABLES privilege; or use --consistency none)")
             try:
                 for _ in range(self.size):
                     conn = self.settings.connect_raw()
@@ -355,12 +354,10 @@ class ReadSessions:
                             "starting a consistent snapshot")
                     self._pool.put(conn)
             finally:
-                run_sql(locker, "UNLOCK TABLES", ())
+                unlock_table(locker)
         except BaseException:
             self.close()
             raise
-        finally:
-            locker.close()
 
     def acquire(self, ctx: TaskContext) -> pymysql.connections.Connection:
         if not self.consistent:
@@ -389,6 +386,41 @@ class ReadSessions:
             except DRIVER_ERRORS:
                 pass
         self._all = []
+
+
+def lock_table(settings: MySQLSettings, database: str, table: str) -> Any:
+    """A session holding ``LOCK TABLES t READ``: writers wait while readers start their snapshots."""
+    locker = settings.connect()
+    try:
+        run_sql(locker, f"LOCK TABLES {table_ref(database, table)} READ", (),
+                f"locking {database}.{table} to start consistent reads "
+                "(needs the LOCK TABLES privilege; or use --consistency none)")
+    except BaseException:
+        locker.close()
+        raise
+    return locker
+
+
+def unlock_table(locker: Any) -> None:
+    if locker is None:
+        return
+    try:
+        run_sql(locker, "UNLOCK TABLES", ())
+    finally:
+        locker.close()
+
+
+# A worker process's own session (engines/processes.py): opened once by ``open_worker_session``
+# while the driver holds the table lock, then used by every chunk the worker reads.
+_worker_sessions: ReadSessions | None = None
+
+
+def open_worker_session(settings: dict[str, Any], database: str, table: str, consistency: str) -> None:
+    """Worker-process init: one consistent-snapshot session (the driver holds ``lock_table``)."""
+    global _worker_sessions
+    sessions = ReadSessions(MySQLSettings.from_dict(settings), database, table, consistency, 1)
+    sessions.open(lock=False)
+    _worker_sessions = sessions
 
 
 # -- tasks ----------------------------------------------------------------------
@@ -594,7 +626,8 @@ def run_export_task(spec: TaskSpec, ctx: TaskContext, sessions: ReadSessions | N
     connects with the settings in its spec (password re-read from its source).
     """
     if sessions is None:
-        sessions = ReadSessions(MySQLSettings.from_spec(spec), spec["database"], spec["table"], "none", 1)
+        sessions = _worker_sessions or ReadSessions(MySQLSettings.from_spec(spec), spec["database"], spec["table"],
+                                                    "none", 1)
     store = task_store(spec)
     index = int(spec["index"])
 
