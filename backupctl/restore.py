@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backupctl.aws import AwsContext, validate_region
-from backupctl.engines import TaskContext, default_processes, get_engine, local_or_processes
+from backupctl.engines import TaskContext, auto_choice, default_processes, get_engine, local_or_processes
 from backupctl.errors import (
     Conflict,
     FormatError,
@@ -173,7 +173,11 @@ def restore_dynamodb(
         write_budget=budget,
         concurrency=opts.workers,
     )
-    engine = get_engine(opts.engine, opts.workers)
+    engine_name = opts.engine
+    if engine_name == "auto":
+        engine_name, _procs, why = auto_choice("dynamodb", manifest.rows, len(tasks))
+        say(f"engine auto: {why}")
+    engine = get_engine(engine_name, opts.workers)
     limiter = TokenBucket(budget) if budget else None
 
     def run(progress: Any) -> list[dict[str, Any]]:
@@ -421,7 +425,13 @@ def restore_mysql(
 
     repo_spec = {"bucket": repo.uri.bucket, "prefix": repo.uri.prefix, "region": repo.region}
     processes = opts.processes if opts.processes is not None else default_processes()
-    engine = local_or_processes(opts.engine, opts.workers, processes, sum(len(link.manifest.parts) for link in chain))
+    parts = sum(len(link.manifest.parts) for link in chain)
+    engine_name = opts.engine
+    if engine_name == "auto":
+        engine_name, auto_procs, why = auto_choice("mysql", loaded_rows, parts)
+        say(f"engine auto: {why}")
+        processes = opts.processes if opts.processes is not None else auto_procs
+    engine = local_or_processes(engine_name, opts.workers, processes, parts)
 
     def load_fn(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
         return mysql_target.run_load_task(spec, ctx, settings)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from backupctl.aws import AwsContext, validate_region
-from backupctl.engines import TaskContext, default_processes, local_or_processes
+from backupctl.engines import TaskContext, auto_choice, default_processes, local_or_processes
 from backupctl.engines.processes import WorkerSetup
 from backupctl.errors import Conflict, InvalidInput, NotFound
 from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, combine_hex
@@ -362,6 +362,12 @@ def snapshot_dynamodb(
     aws.check_credentials()
     ddb_source.describe_table(aws, opts.source_region, opts.table)  # NotFound before any write
     opts = dataclasses.replace(opts, method=choose_method(aws, opts))  # refuses export without PITR
+    if opts.engine == "auto":
+        desc = ddb_source.describe_table(aws, opts.source_region, opts.table)
+        engine_name, _procs, why = auto_choice("dynamodb", int(desc.get("ItemCount") or 0), opts.segments or 1)
+        if on_event:
+            on_event(f"engine auto: {why}")
+        opts = dataclasses.replace(opts, engine=engine_name)
     repo = Repository.open(aws, opts.target_region, opts.repo_uri, create=True, write=write_options(opts))
     plan = plan_dynamodb(aws, opts, repo, on_event)
     if on_event:
@@ -520,7 +526,15 @@ def snapshot_mysql(
     has_keys = mysql_source.key_positions(info.stored, info.primary_key) is not None
     sk = source_key("mysql", opts.source_region, f"{settings.database}.{opts.table}")
     wanted = opts.processes if opts.processes is not None else default_processes()
-    processes = wanted if opts.engine in ("local", "auto") and chunks > 1 else 1
+    if opts.engine == "auto":
+        engine_name, auto_procs, why = auto_choice("mysql", info.rows_estimate, chunks)
+        if engine_name != "local" and opts.consistency == "snapshot":  # Spark cannot share the driver's read view
+            engine_name, auto_procs, why = "local", max(auto_procs, 2), why + "; --consistency snapshot keeps it local"
+        say(f"engine auto: {why}")
+        opts = replace(opts, engine=engine_name)
+        if opts.processes is None:
+            wanted = auto_procs
+    processes = wanted if opts.engine == "local" and chunks > 1 else 1
     # With worker processes each worker opens its own consistent session while this driver holds the
     # table lock (engines/processes.py); with threads the driver opens them all here.
     sessions = mysql_source.ReadSessions(settings, settings.database, opts.table,

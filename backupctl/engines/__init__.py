@@ -3,7 +3,7 @@
 An engine never interprets a task: it calls the task's function with the spec
 and hands the result back to the driver, which commits. ``emr`` runs the
 same job as a ``spark-submit`` step on an EMR cluster (``engines/emr.py``);
-``auto`` is ``local`` until its rule is measured (docs/SCALING.md).
+``auto`` picks by the measured rule in ``auto_choice`` (docs/SCALING.md).
 """
 
 from __future__ import annotations
@@ -84,3 +84,30 @@ def configure_processes(processes: int) -> None:
 
 def default_processes() -> int:
     return int(_settings["processes"])
+
+
+# --engine auto (docs/SCALING.md, measured with bench/engines.py on 2 cores):
+# * MySQL is CPU-bound Python per row: worker processes beat threads once a table is big enough to
+#   pay for starting them (~1 s: spawn + imports); below that, threads.
+# * DynamoDB on one machine is I/O-bound (and capacity-bound): threads.
+# * Spark on the same machine adds a JVM start (~8-14 s) and no cores: only a Spark *cluster*
+#   (a non-local --spark-master) is worth it, for tables whose local run would take many minutes.
+AUTO_PROCESS_MIN_ROWS = 300_000
+AUTO_SPARK_MIN_ROWS = 20_000_000
+
+
+def auto_choice(kind: str, rows: int | None, tasks: int) -> tuple[str, int, str]:
+    """(engine, processes, why) for ``--engine auto`` given the planned work."""
+    import os
+
+    n = int(rows or 0)
+    master = _settings["spark_master"]
+    if master and not (master == "local" or master.startswith("local[")) and n >= AUTO_SPARK_MIN_ROWS:
+        return "spark", 1, f"~{n:,} rows >= {AUTO_SPARK_MIN_ROWS:,} and a Spark cluster (--spark-master {master})"
+    cores = os.cpu_count() or 1
+    if kind == "mysql" and n >= AUTO_PROCESS_MIN_ROWS and tasks >= 2 and cores > 1:
+        procs = min(cores, tasks, 8)
+        return "local", procs, (f"~{n:,} rows >= {AUTO_PROCESS_MIN_ROWS:,}: local engine, {procs} worker processes "
+                                "(CPU-bound rows)")
+    why = "I/O-bound" if kind == "dynamodb" else f"~{n:,} rows < {AUTO_PROCESS_MIN_ROWS:,}"
+    return "local", 1, f"{why}: local engine, threads"

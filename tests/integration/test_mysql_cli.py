@@ -8,6 +8,7 @@ line with the documented exit code and writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
@@ -479,3 +480,22 @@ def test_worker_sessions_opened_under_the_driver_lock_see_one_point_in_time(dbs)
         for s in sessions:
             s.close()
         c.close()
+
+
+def test_engine_auto_shows_its_choice_and_uses_processes_for_big_tables(
+        aws: AwsContext, dbs, repo: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import backupctl.engines as engines
+    from backupctl.snapshot import MySQLSnapshotOptions, snapshot_mysql
+
+    src, _ = dbs
+    create_types_table(src, "types", extra_rows=200)
+    said: list[str] = []
+    opts = MySQLSnapshotOptions(source_uri=uri(src), table="types", source_region=SRC, target_region=DST,
+                                repo_uri=repo, chunk_rows=50, engine="auto")
+    small = snapshot_mysql(aws, opts, on_event=said.append)
+    assert any(m.startswith("engine auto:") and "threads" in m for m in said), said
+    monkeypatch.setattr(engines, "AUTO_PROCESS_MIN_ROWS", 100)  # "big" for this test
+    said.clear()
+    big = snapshot_mysql(aws, dataclasses.replace(opts, resume=False), on_event=said.append)
+    assert any(m.startswith("engine auto:") and "worker processes" in m for m in said), said
+    assert big.manifest.content_digest == small.manifest.content_digest and big.manifest.engine == "local"

@@ -16,7 +16,7 @@ from backupctl.targets import mysql as mysql_target
 def test_get_engine_choices() -> None:
     configure(None)  # an in-process CLI run with --spark-master may have set it
     assert isinstance(get_engine("local", 3), LocalEngine)
-    assert isinstance(get_engine("auto", 3), LocalEngine)  # auto = local until its rule is measured
+    assert isinstance(get_engine("auto", 3), LocalEngine)  # the callers resolve auto first (auto_choice)
     eng = get_engine("spark", 3)
     assert isinstance(eng, sp.SparkEngine) and eng.master == "local[*]" and eng.workers == 3
     from backupctl.engines.emr import EmrEngine
@@ -141,3 +141,27 @@ def test_driver_held_consistency_is_refused() -> None:
 
 def test_spark_engine_runs_nothing_for_no_tasks() -> None:
     assert sp.SparkEngine("local[1]").run([], ddb_source.run_export_task, TaskContext(stop=threading.Event())) == []
+
+
+def test_auto_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--engine auto: threads for small or I/O-bound work, processes for big MySQL tables, Spark only on a cluster."""
+    import os
+
+    from backupctl.engines import AUTO_PROCESS_MIN_ROWS, AUTO_SPARK_MIN_ROWS, auto_choice
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    configure(None)
+    assert auto_choice("mysql", AUTO_PROCESS_MIN_ROWS - 1, 10)[:2] == ("local", 1)
+    assert auto_choice("mysql", AUTO_PROCESS_MIN_ROWS, 10)[:2] == ("local", 4)
+    assert auto_choice("mysql", AUTO_PROCESS_MIN_ROWS, 3)[:2] == ("local", 3)  # no more processes than tasks
+    assert auto_choice("mysql", AUTO_PROCESS_MIN_ROWS * 10, 1)[:2] == ("local", 1)  # one chunk: nothing to share
+    assert auto_choice("dynamodb", AUTO_SPARK_MIN_ROWS * 2, 8)[:2] == ("local", 1)  # no cluster: threads
+    try:
+        configure(spark_master="local[*]")  # a local master is not a cluster
+        assert auto_choice("mysql", AUTO_SPARK_MIN_ROWS, 10)[0] == "local"
+        configure(spark_master="spark://h:7077")
+        engine, _, why = auto_choice("dynamodb", AUTO_SPARK_MIN_ROWS, 8)
+        assert engine == "spark" and "spark://h:7077" in why
+        assert auto_choice("dynamodb", AUTO_SPARK_MIN_ROWS - 1, 8)[0] == "local"
+    finally:
+        configure(None)
