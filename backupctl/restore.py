@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backupctl.aws import AwsContext, validate_region
-from backupctl.engines import TaskContext, auto_choice, default_processes, get_engine, local_or_processes
+from backupctl.engines import TaskContext, auto_choice, get_engine, local_or_processes, resolve_engine
 from backupctl.errors import (
     Conflict,
     FormatError,
@@ -231,7 +231,7 @@ class MySQLRestoreOptions:
     verify: bool = True
     only_increment: bool = False
     secret_id: str | None = None  # Secrets Manager secret (in --region unless an ARN names another)
-    processes: int | None = None  # --engine local: load in worker processes (None: --processes, default 1)
+    processes: int | None = None  # --engine local: load in worker processes (None: --processes, else auto)
 
 
 def check_mysql_options(opts: MySQLRestoreOptions, aws: AwsContext | None = None) -> MySQLSettings:
@@ -424,13 +424,10 @@ def restore_mysql(
         conn.close()
 
     repo_spec = {"bucket": repo.uri.bucket, "prefix": repo.uri.prefix, "region": repo.region}
-    processes = opts.processes if opts.processes is not None else default_processes()
     parts = sum(len(link.manifest.parts) for link in chain)
-    engine_name = opts.engine
-    if engine_name == "auto":
-        engine_name, auto_procs, why = auto_choice("mysql", loaded_rows, parts)
+    engine_name, processes, why = resolve_engine(opts.engine, opts.processes, "mysql", loaded_rows, parts)
+    if why:
         say(f"engine auto: {why}")
-        processes = opts.processes if opts.processes is not None else auto_procs
     engine = local_or_processes(engine_name, opts.workers, processes, parts)
 
     def load_fn(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:

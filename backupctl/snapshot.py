@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from backupctl.aws import AwsContext, validate_region
-from backupctl.engines import TaskContext, auto_choice, default_processes, local_or_processes
+from backupctl.engines import TaskContext, auto_choice, local_or_processes, resolve_engine
 from backupctl.engines.processes import WorkerSetup
 from backupctl.errors import Conflict, InvalidInput, NotFound
 from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, combine_hex
@@ -422,7 +422,7 @@ class MySQLSnapshotOptions:
     rds_instance: str | None = None  # instead of source_uri: the endpoint from RDS DescribeDBInstances
     database: str | None = None  # with rds_instance
     user: str | None = None  # with rds_instance (default: the secret's username, else the master user)
-    processes: int | None = None  # --engine local: worker processes for the chunks (None: --processes, default 1)
+    processes: int | None = None  # --engine local: worker processes for the chunks (None: --processes, else auto)
 
 
 def check_mysql_options(opts: MySQLSnapshotOptions, aws: AwsContext | None = None,
@@ -525,16 +525,13 @@ def snapshot_mysql(
         say(f"table {opts.table} has no primary key usable for ranges: reading it as one chunk")
     has_keys = mysql_source.key_positions(info.stored, info.primary_key) is not None
     sk = source_key("mysql", opts.source_region, f"{settings.database}.{opts.table}")
-    wanted = opts.processes if opts.processes is not None else default_processes()
-    if opts.engine == "auto":
-        engine_name, auto_procs, why = auto_choice("mysql", info.rows_estimate, chunks)
-        if engine_name != "local" and opts.consistency == "snapshot":  # Spark cannot share the driver's read view
-            engine_name, auto_procs, why = "local", max(auto_procs, 2), why + "; --consistency snapshot keeps it local"
+    engine_name, processes, why = resolve_engine(opts.engine, opts.processes, "mysql", info.rows_estimate, chunks)
+    if engine_name != "local" and opts.engine == "auto" and opts.consistency == "snapshot":
+        # Spark cannot share the driver's read view: stay local, with worker processes
+        engine_name, processes, why = "local", max(processes, 2), f"{why}; --consistency snapshot keeps it local"
+    if why:
         say(f"engine auto: {why}")
-        opts = replace(opts, engine=engine_name)
-        if opts.processes is None:
-            wanted = auto_procs
-    processes = wanted if opts.engine == "local" and chunks > 1 else 1
+    opts = replace(opts, engine=engine_name)
     # With worker processes each worker opens its own consistent session while this driver holds the
     # table lock (engines/processes.py); with threads the driver opens them all here.
     sessions = mysql_source.ReadSessions(settings, settings.database, opts.table,

@@ -33,7 +33,7 @@ class Engine(Protocol):
 
 
 # Process-wide engine settings the CLI sets from its options (``--spark-master``, the EMR options).
-_settings: dict[str, Any] = {"spark_master": None, "emr": None, "on_event": None, "processes": 1}
+_settings: dict[str, Any] = {"spark_master": None, "emr": None, "on_event": None, "processes": None}
 
 
 def configure(spark_master: str | None = None) -> None:
@@ -77,13 +77,9 @@ def local_or_processes(name: str, workers: int, processes: int, tasks: int, setu
     return get_engine(name, workers)
 
 
-def configure_processes(processes: int) -> None:
-    """The ``--processes`` later MySQL snapshots/restores on the local engine use when their options say None."""
-    _settings["processes"] = max(1, int(processes))
-
-
-def default_processes() -> int:
-    return int(_settings["processes"])
+def configure_processes(processes: int | None) -> None:
+    """The ``--processes`` later snapshots/restores use when their options say None (None: the auto rule)."""
+    _settings["processes"] = None if processes is None else max(1, int(processes))
 
 
 # --engine auto (docs/SCALING.md, measured with bench/engines.py on 2 cores):
@@ -111,3 +107,15 @@ def auto_choice(kind: str, rows: int | None, tasks: int) -> tuple[str, int, str]
                                 "(CPU-bound rows)")
     why = "I/O-bound" if kind == "dynamodb" else f"~{n:,} rows < {AUTO_PROCESS_MIN_ROWS:,}"
     return "local", 1, f"{why}: local engine, threads"
+
+
+def resolve_engine(engine: str, processes: int | None, kind: str, rows: int | None,
+                   tasks: int) -> tuple[str, int, str | None]:
+    """(engine, worker processes, why auto chose) for a run: ``--engine auto`` resolved by ``auto_choice``;
+    the local engine's processes from ``processes``, else ``--processes``, else the same rule (worker
+    processes for big MySQL tables, threads otherwise)."""
+    auto_name, auto_procs, auto_why = auto_choice(kind, rows, tasks)
+    name, why = (auto_name, auto_why) if engine == "auto" else (engine, None)
+    explicit = processes if processes is not None else _settings["processes"]
+    procs = explicit if explicit is not None else auto_procs
+    return name, (procs if name == "local" and tasks > 1 else 1), why

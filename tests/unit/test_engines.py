@@ -165,3 +165,27 @@ def test_auto_rule(monkeypatch: pytest.MonkeyPatch) -> None:
         assert auto_choice("dynamodb", AUTO_SPARK_MIN_ROWS - 1, 8)[0] == "local"
     finally:
         configure(None)
+
+
+def test_resolve_engine_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local engine's worker processes: the option, else --processes, else the auto rule (big MySQL only)."""
+    import os
+
+    from backupctl.engines import AUTO_PROCESS_MIN_ROWS, configure_processes, resolve_engine
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    big = AUTO_PROCESS_MIN_ROWS * 3
+    try:
+        configure_processes(None)
+        assert resolve_engine("local", None, "mysql", big, 10) == ("local", 2, None)
+        assert resolve_engine("local", None, "mysql", 1000, 10) == ("local", 1, None)
+        assert resolve_engine("local", None, "dynamodb", big, 10) == ("local", 1, None)
+        assert resolve_engine("local", 1, "mysql", big, 10) == ("local", 1, None)  # explicit threads
+        assert resolve_engine("local", 3, "mysql", big, 1) == ("local", 1, None)  # one task: nothing to share
+        assert resolve_engine("spark", None, "mysql", big, 10)[:2] == ("spark", 1)
+        name, procs, why = resolve_engine("auto", None, "mysql", big, 10)
+        assert (name, procs) == ("local", 2) and why and "worker processes" in why
+        configure_processes(1)  # --processes 1
+        assert resolve_engine("local", None, "mysql", big, 10) == ("local", 1, None)
+    finally:
+        configure_processes(None)
