@@ -348,3 +348,42 @@ class EmrEngine:
             self._note(ctx, f"EMR cluster {cluster_id} terminated ({why})")
         except Exception as e:  # noqa: BLE001 - the original error matters more; say what to clean up
             self._note(ctx, f"could not terminate EMR cluster {cluster_id}: {e}; terminate it by hand")
+
+
+def run_step(aws: Any, region: str, step: dict[str, Any], settings: EmrSettings,
+             say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run one plain EMR step (a playbook's ``EmrStep``): on ``settings.cluster_id``, else on a transient
+    cluster started for it (terminated on failure, deadline and Ctrl-C). Returns cluster, step and state."""
+    engine = EmrEngine(settings, on_event=say)
+    emr = aws.client("emr", region)
+    policy = policy_from_env()
+    ctx = TaskContext()
+    if settings.cluster_id:
+        cluster_id = settings.cluster_id
+        step_id = str(policy.call(lambda: emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step]),
+                                  f"adding a step to {cluster_id}")["StepIds"][0])
+        transient = False
+    else:
+        req: dict[str, Any] = {
+            "Name": f"backupctl-step-{new_run_id()}", "ReleaseLabel": settings.release,
+            "Applications": [{"Name": "Spark"}],
+            "Instances": {"InstanceGroups": [{"Name": "master", "InstanceRole": "MASTER", "Market": "ON_DEMAND",
+                                              "InstanceType": settings.instance_type, "InstanceCount": 1}],
+                          "KeepJobFlowAliveWhenNoSteps": False, "TerminationProtected": False,
+                          **({"Ec2SubnetId": settings.subnet_id} if settings.subnet_id else {})},
+            "ServiceRole": settings.emr_role, "JobFlowRole": settings.ec2_role, "VisibleToAllUsers": True,
+            "Tags": [{"Key": k, "Value": v} for k, v in settings.tags.items()],
+            "Steps": [{"ActionOnFailure": "TERMINATE_CLUSTER", **step}],
+        }
+        if settings.log_uri:
+            req["LogUri"] = settings.log_uri
+        cluster_id = str(policy.call(lambda: emr.run_job_flow(**req), "starting an EMR cluster")["JobFlowId"])
+        step_id = str(policy.call(lambda: emr.list_steps(ClusterId=cluster_id), "listing steps")["Steps"][-1]["Id"])
+        transient = True
+    try:
+        engine._wait(emr, cluster_id, step_id, ctx, transient)
+    except BaseException:
+        if transient:
+            engine._terminate(emr, cluster_id, ctx, "failed")
+        raise
+    return {"cluster_id": cluster_id, "step_id": step_id, "state": "COMPLETED", "transient": transient}

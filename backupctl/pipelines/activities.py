@@ -6,16 +6,22 @@
 and ``DropTarget`` (drops a node marked ``scratch: true``; absent is fine, so
 it is idempotent). Each returns a JSON-able dict of outputs (e.g.
 ``snapshot_id``) that later activities can refer to; each failure is a
-``BackupctlError`` with its documented exit code. ``AwsCli``, ``EmrStep``
-and ``Sql`` are refused (not available yet) before a run starts.
+``BackupctlError`` with its documented exit code. ``AwsCli`` runs the AWS
+CLI (``aws`` with the run's endpoint and region), ``EmrStep`` runs one EMR
+step (on ``cluster``, else on a transient cluster; engines/emr.py) and ``Sql``
+runs statements in one transaction on a MySQL or Redshift/PostgreSQL node.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
+import shlex
+import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -230,9 +236,12 @@ def shell_command(ctx: RunContext, act: Activity, timeout_s: float | None = None
     (Ctrl-C, SIGTERM, an agent losing its lease) the whole process group is
     killed, so no child of the command goes on working after its activity ended.
     """
-    cmd = str(act.get("command"))
+    return _run_process(ctx, act, ["sh", "-c", str(act.get("command"))], timeout_s)
+
+
+def _run_process(ctx: RunContext, act: Activity, argv: list[str], timeout_s: float | None) -> dict[str, Any]:
     env = {**os.environ, **ctx.env(), **{str(k): str(v) for k, v in (act.get("env") or {}).items()}}
-    p = subprocess.Popen(["sh", "-c", cmd], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     try:
         stdout, stderr = p.communicate(timeout=timeout_s)
@@ -251,6 +260,104 @@ def shell_command(ctx: RunContext, act: Activity, timeout_s: float | None = None
         raise ActivityFailed(f"activity '{act.name}': command exited {p.returncode}" + (f": {last}" if last else ""),
                              exit_code=min(max(p.returncode, 1), 125))
     return out
+
+
+def aws_cli_argv() -> list[str]:
+    """How to run the AWS CLI: this interpreter's ``awscli`` module, else ``aws`` on PATH."""
+    if importlib.util.find_spec("awscli") is not None:
+        return [sys.executable, "-m", "awscli"]
+    found = shutil.which("aws")
+    if found is None:
+        raise InvalidInput("AwsCli activities need the AWS CLI: pip install awscli (or put `aws` on PATH)")
+    return [found]
+
+
+def aws_cli(ctx: RunContext, act: Activity, timeout_s: float | None = None) -> dict[str, Any]:
+    """``aws COMMAND`` with the run's endpoint (the embedded one locally) and the activity's region."""
+    args = shlex.split(str(act.get("command")))
+    if args and args[0] == "aws":
+        args = args[1:]
+    if act.get("region") and "--region" not in args:
+        args += ["--region", str(act.get("region"))]
+    if ctx.aws.endpoint_url and "--endpoint-url" not in args:
+        args += ["--endpoint-url", ctx.aws.endpoint_url]
+    return _run_process(ctx, act, aws_cli_argv() + args, timeout_s)
+
+
+def _statements(act: Activity) -> list[str]:
+    sql = act.get("sql")
+    items = sql if isinstance(sql, list) else [sql]
+    out = [str(x).strip().rstrip(";").strip() for x in items if str(x or "").strip()]
+    if not out:
+        raise InvalidInput(f"activity '{act.name}': sql is empty")
+    return out
+
+
+def sql(ctx: RunContext, act: Activity) -> dict[str, Any]:
+    """Run the activity's statements in one transaction on its MySQL or Redshift/PostgreSQL node."""
+    node = ctx.node(act.get("node"))
+    statements = _statements(act)
+    counts: list[int] = []
+    where = f"activity '{act.name}' on {node.describe()}"
+    if node.type == "MySQLTable":
+        import pymysql
+
+        from backupctl.mysql_conn import settings_from_uri
+
+        settings = settings_from_uri(str(node.get("uri")), node.get("password_file"), f"nodes.{node.name}.uri")
+        conn = settings.connect()
+        try:
+            conn.autocommit(False)
+            with conn.cursor() as cur:
+                for st in statements:
+                    counts.append(int(cur.execute(st) or 0))
+            conn.commit()
+        except pymysql.MySQLError as e:
+            conn.rollback()
+            raise ActivityFailed(f"{where}: {e.args[-1] if e.args else e}; rolled back", exit_code=4) from e
+        finally:
+            conn.close()
+    else:
+        import psycopg
+
+        from backupctl.pg_conn import settings_from_uri as pg_settings
+
+        pgs = pg_settings(str(node.get("uri")), node.get("password_file"), f"nodes.{node.name}.uri")
+        with pgs.connect() as pconn:
+            try:
+                with pconn.transaction(), pconn.cursor() as pcur:
+                    for st in statements:
+                        pcur.execute(st)  # type: ignore[arg-type]  # playbook SQL: the author's own statements
+                        counts.append(max(0, pcur.rowcount))
+            except psycopg.Error as e:
+                raise ActivityFailed(f"{where}: {str(e).strip().splitlines()[0]}; rolled back", exit_code=4) from e
+    ctx.say(f"{act.name}: {len(statements)} statement(s) committed on {node.describe()}")
+    return {"statements": len(statements), "rows_affected": counts}
+
+
+def emr_step(ctx: RunContext, act: Activity) -> dict[str, Any]:
+    """One EMR step: ``step`` is AddJobFlowSteps' step (Name, HadoopJarStep with Jar/Args) or the short form
+    ``{name, args, jar}``; on ``cluster`` (left running), else on a transient cluster."""
+    from backupctl.engines.emr import EmrSettings, run_step
+
+    raw = act.get("step") or {}
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"activity '{act.name}': step must be a mapping")
+    if "HadoopJarStep" in raw:
+        step = dict(raw)
+    else:
+        args = raw.get("args") or []
+        if not isinstance(args, list) or not args:
+            raise InvalidInput(f"activity '{act.name}': step.args must be a non-empty list")
+        step = {"Name": str(raw.get("name") or act.name),
+                "HadoopJarStep": {"Jar": str(raw.get("jar") or "command-runner.jar"), "Args": [str(a) for a in args]}}
+    step.setdefault("Name", act.name)
+    if act.get("cluster"):
+        step.setdefault("ActionOnFailure", "CONTINUE")
+    region = str(act.get("region") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    settings = EmrSettings(cluster_id=str(act.get("cluster")) if act.get("cluster") else None,
+                           deadline_s=act.timeout_s or EmrSettings().deadline_s)
+    return run_step(ctx.aws, region, step, settings, ctx.say)
 
 
 def _kill_group(p: subprocess.Popen[str]) -> None:
@@ -338,6 +445,8 @@ RUNNERS: dict[str, Callable[[RunContext, Activity], dict[str, Any]]] = {
     "Restore": restore,
     "Verify": verify,
     "DropTarget": drop_target,
+    "Sql": sql,
+    "EmrStep": emr_step,
 }
 
 
@@ -345,6 +454,8 @@ def run_activity(ctx: RunContext, act: Activity) -> dict[str, Any]:
     """Run one attempt of ``act``; returns its outputs or raises a BackupctlError."""
     if act.type == "ShellCommand":
         return shell_command(ctx, act, act.timeout_s)
+    if act.type == "AwsCli":
+        return aws_cli(ctx, act, act.timeout_s)
     fn = RUNNERS.get(act.type)
     if fn is None:
         raise InvalidInput(f"activity '{act.name}': type {act.type} is not available yet")

@@ -62,12 +62,11 @@ ACTIVITY_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "Verify": (("input", "snapshot"), ("source", "against")),
     "ShellCommand": (("command",), ("env",)),
     "DropTarget": (("node",), ()),
-    # Parsed and validated, refused by `pipeline run` before anything runs (later increments).
-    "AwsCli": (("command",), ("region",)),
+    "AwsCli": (("command",), ("region", "env")),
     "EmrStep": (("step",), ("cluster", "region")),
     "Sql": (("node", "sql"), ()),
 }
-NOT_AVAILABLE = ("AwsCli", "EmrStep", "Sql")
+NOT_AVAILABLE: tuple[str, ...] = ()
 ACTIVITY_COMMON = ("type", "depends_on", "retries", "retry_delay", "timeout", "on_fail", "run_on",
                    "preconditions", "description", "confirm")
 ACTIVITY_REFS: dict[str, dict[str, tuple[str, ...]]] = {

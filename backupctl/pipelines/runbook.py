@@ -266,6 +266,10 @@ def describe(pb: Playbook, act: Activity, sel: Selection) -> tuple[str, str | No
         return "drop the scratch table", pb.nodes[str(act.get("node"))].describe()
     if act.type == "ShellCommand":
         return f"run: {act.get('command')}", None
+    if act.type == "AwsCli":
+        return f"aws {act.get('command')}", None
+    if act.type == "EmrStep":
+        return f"EMR step on {act.get('cluster') or 'a transient cluster'}", None
     if act.type == "Sql":
         return f"SQL: {act.get('sql')}", pb.nodes[str(act.get("node"))].describe()
     return act.type, None

@@ -225,7 +225,8 @@ def run_pipeline(
     say = say or (lambda _m: None)
     if runners is None:
         check_runnable(playbook)
-    table: dict[str, Runner] = {**acts.RUNNERS, "ShellCommand": lambda c, a: acts.shell_command(c, a, a.timeout_s)}
+    table: dict[str, Runner] = {**acts.RUNNERS, "ShellCommand": lambda c, a: acts.shell_command(c, a, a.timeout_s),
+                                "AwsCli": lambda c, a: acts.aws_cli(c, a, a.timeout_s)}
     table.update(runners or {})
     ctx = ctx or acts.RunContext(aws=aws, playbook=playbook, say=say, progress_factory=progress_factory)
     started = time.monotonic()
@@ -315,7 +316,7 @@ def _run_one(aws: AwsContext, playbook: Playbook, act: Activity, ctx: acts.RunCo
     def attempt() -> tuple[str, Any] | None:
         res.attempts += 1
         try:
-            if act.type == "ShellCommand":  # the child process gets the timeout itself
+            if act.type in ("ShellCommand", "AwsCli"):  # the child process gets the timeout itself
                 return "ok", fn(ctx, act)
             with time_limit(act.timeout_s, f"activity '{act.name}'"):
                 return "ok", fn(ctx, act)

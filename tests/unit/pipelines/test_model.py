@@ -77,9 +77,10 @@ def test_variables_run_id_and_implied_dependency() -> None:
     assert pb.activities["r"].depends_on == ["snap"] and pb.order() == ["snap", "r"]
 
 
-def test_unavailable_types_parse_but_are_listed() -> None:
-    pb = parse_playbook(BASE + "  emr: {type: EmrStep, step: spark-submit x}\n", "x.yaml")
-    assert pb.unavailable() == ["emr"]
+def test_every_activity_type_is_available() -> None:
+    pb = parse_playbook(BASE + "  emr: {type: EmrStep, step: {args: [true]}}\n"
+                               "  cli: {type: AwsCli, command: s3 ls}\n", "x.yaml")
+    assert pb.unavailable() == []
 
 
 def test_topo_order_is_stable_and_durations_parse() -> None:
