@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from backupctl.cli.context import App, json_option, pass_app
-from backupctl.cli.schedule import Duration, control_options, open_control
+from backupctl.cli.params import Duration
+from backupctl.cli.schedule import control_options, open_control
 from backupctl.errors import EXIT_CODES_HELP, Interrupted
 
 

@@ -10,7 +10,6 @@ from backupctl.cli.context import App, json_option, pass_app
 from backupctl.cli.pipeline import parse_vars, var_option
 from backupctl.errors import EXIT_CODES_HELP, InvalidInput
 from backupctl.pipelines import control as ct
-from backupctl.pipelines.model import parse_duration
 
 
 def control_options(f):  # type: ignore[no-untyped-def]
@@ -29,18 +28,6 @@ def open_control(app: App, region: str | None, name: str) -> ct.ControlTable:
     return ct.ControlTable(app.aws, validate_region(region, "--region"), name)
 
 
-class Duration(click.ParamType):
-    """``10s``, ``500ms``, ``2m``... as seconds."""
-
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        if isinstance(value, float):
-            return value
-        try:
-            return parse_duration(value)
-        except ValueError as e:
-            self.fail(str(e), param, ctx)
 
 
 def _every(s: dict[str, Any]) -> str:

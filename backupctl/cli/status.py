@@ -9,23 +9,8 @@ import click
 from rich.markup import escape
 
 from backupctl.cli.context import App, json_option, pass_app, repo_options
+from backupctl.cli.params import Duration
 from backupctl.errors import EXIT_CODES_HELP, EXIT_VERIFY_FAILED, VerificationFailed
-
-
-class Duration(click.ParamType):
-    """``90m``, ``24h``, ``7d``, ``30s``, ``250ms`` or plain seconds -> seconds (float)."""
-
-    name = "DURATION"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        from backupctl.pipelines.model import parse_duration
-
-        if isinstance(value, float):
-            return value
-        try:
-            return parse_duration(value)
-        except ValueError as e:
-            self.fail(str(e), param, ctx)
 
 
 def _drill_cell(d: dict[str, Any] | None, now: datetime) -> str:

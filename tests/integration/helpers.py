@@ -41,3 +41,12 @@ def python_items(items: list[dict[str, Any]], keys: tuple[str, ...] = ("pk", "sk
 def one_json(text: str) -> Any:
     """stdout must be exactly one JSON document."""
     return json.loads(text)
+
+
+def one_error_line(err: str) -> str:
+    """stderr must be exactly one ``error: `` line (after any progress output), no traceback."""
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("error: ")
+    return lines[0]

@@ -7,8 +7,8 @@ correct S3 SHA-256 of the new bytes, so only the comparison with the manifest ca
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pymysql
@@ -16,6 +16,7 @@ import pytest
 
 from backupctl.aws import AwsContext
 from tests.integration.helpers import make_table, one_json
+from tests.integration.mysql_db import scratch_databases
 
 pytestmark = pytest.mark.integration
 
@@ -86,25 +87,19 @@ def test_dynamodb_flipped_and_missing_part(aws: AwsContext, cli, name: str) -> N
 def dbs() -> Iterator[tuple[str, str]]:
     if not _up():  # pragma: no cover
         pytest.skip("MariaDB at 127.0.0.1:3306 or PostgreSQL at 127.0.0.1:5432 is not running")
-    hexid = uuid.uuid4().hex[:10]
-    src, dst = f"bk_cor_src_{hexid}", f"bk_cor_dst_{hexid}"
-    c = my()
-    with c.cursor() as cur:
-        for db in (src, dst):
-            cur.execute(f"CREATE DATABASE {db}")
+
+    def fill(cur: Any, src: str, dst: str) -> None:
         cur.execute(f"CREATE TABLE {src}.t (id INT PRIMARY KEY, v VARCHAR(20))")
         cur.executemany(f"INSERT INTO {src}.t VALUES (%s, %s)", [(i, f"v{i}") for i in range(1, 101)])
         cur.execute(f"CREATE TABLE {dst}.kept LIKE {src}.t")
         cur.execute(f"INSERT INTO {dst}.kept VALUES (1, 'mine'), (2, 'mine too')")
-    try:
-        yield src, dst
-    finally:
-        with c.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {src}")
-            cur.execute(f"DROP DATABASE IF EXISTS {dst}")
-        c.close()
-        with pg() as p:
-            p.execute(f"DROP TABLE IF EXISTS public.{src}_t")
+
+    with scratch_databases("bk_cor", fill) as (src, dst):
+        try:
+            yield src, dst
+        finally:
+            with pg() as p:
+                p.execute(f"DROP TABLE IF EXISTS public.{src}_t")
 
 
 def test_mysql_and_redshift_targets_refuse_a_corrupt_snapshot(aws: AwsContext, cli, name: str,  # type: ignore[no-untyped-def]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
@@ -12,6 +12,7 @@ import pytest
 from backupctl.aws import AwsContext
 from backupctl.pipelines.drill import run_drill
 from backupctl.pipelines.model import load_playbook
+from tests.integration.mysql_db import scratch_databases
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,23 +28,15 @@ except pymysql.MySQLError:  # pragma: no cover
     pytest.skip("MariaDB at 127.0.0.1:3306 is not running", allow_module_level=True)
 
 
+def _orders(cur: Any, src: str, _dst: str) -> None:
+    cur.execute(f"CREATE TABLE {src}.orders (id INT PRIMARY KEY, amount DECIMAL(10,2), note VARCHAR(20))")
+    cur.executemany(f"INSERT INTO {src}.orders VALUES (%s, %s, %s)", [(i, i * 1.5, f"n{i}") for i in range(150)])
+
+
 @pytest.fixture
 def dbs() -> Iterator[tuple[str, str]]:
-    h = uuid.uuid4().hex[:8]
-    src, dst = f"bk_dsrc_{h}", f"bk_ddst_{h}"
-    c = my()
-    with c.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {src}")
-        cur.execute(f"CREATE DATABASE {dst}")
-        cur.execute(f"CREATE TABLE {src}.orders (id INT PRIMARY KEY, amount DECIMAL(10,2), note VARCHAR(20))")
-        cur.executemany(f"INSERT INTO {src}.orders VALUES (%s, %s, %s)", [(i, i * 1.5, f"n{i}") for i in range(150)])
-    try:
-        yield src, dst
-    finally:
-        with c.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {src}")
-            cur.execute(f"DROP DATABASE IF EXISTS {dst}")
-        c.close()
+    with scratch_databases("bk_d", _orders) as pair:
+        yield pair
 
 
 def test_mysql_drill(aws: AwsContext, dbs: tuple[str, str]) -> None:

@@ -10,74 +10,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 
 from backupctl.aws import AwsContext
-from tests.integration.helpers import one_json
+from tests.integration.helpers import one_error_line, one_json
+from tests.integration.mysql_db import HOST, PORT, connect, q, scratch_databases, server_up, uri
 
 pytestmark = pytest.mark.integration
 
 SRC, DST = "us-east-1", "us-west-2"
-HOST, PORT = "127.0.0.1", 3306
 HOSTILE = "x`; DROP TABLE y; --"
 
 
-def connect(db: str | None = None) -> pymysql.connections.Connection:
-    return pymysql.connect(host=HOST, port=PORT, user="root", password="", database=db, charset="utf8mb4",
-                           autocommit=True, init_command="SET time_zone = '+00:00'")
-
-
-def q(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
-def _server_up() -> bool:
-    try:
-        connect().close()
-        return True
-    except pymysql.MySQLError:
-        return False
-
-
-if not _server_up():  # pragma: no cover
+if not server_up():  # pragma: no cover
     pytest.skip("MariaDB at 127.0.0.1:3306 is not running", allow_module_level=True)
-
-
-def one_error_line(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 @pytest.fixture
 def dbs() -> Iterator[tuple[str, str]]:
     """A source and a target database (the target plays the instance in region B)."""
-    hexid = uuid.uuid4().hex[:10]
-    src, dst = f"bk_src_{hexid}", f"bk_dst_{hexid}"
-    c = connect()
-    with c.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {src} CHARACTER SET utf8mb4")
-        cur.execute(f"CREATE DATABASE {dst} CHARACTER SET utf8mb4")
-    try:
-        yield src, dst
-    finally:
-        with c.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {src}")
-            cur.execute(f"DROP DATABASE IF EXISTS {dst}")
-        c.close()
-
-
-def uri(db: str) -> str:
-    return f"mysql://root@{HOST}:{PORT}/{db}"
+    with scratch_databases("bk") as pair:
+        yield pair
 
 
 TYPES_DDL = """

@@ -13,58 +13,32 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import pymysql
 import pytest
 
 from backupctl.aws import AwsContext
 from tests.conftest import _backupctl
 from tests.harness.fault_proxy import FaultProxy
 from tests.integration.helpers import one_json
+from tests.integration.mysql_db import HOST, PORT, connect, scratch_databases, server_up
 
 pytestmark = pytest.mark.integration
 
 SRC, DST = "us-east-1", "us-west-2"
-HOST, PORT = "127.0.0.1", 3306
 ROWS, CHUNK_ROWS = 6000, 300  # 21 primary-key ranges (20 bounds): 21 tasks
 TASKS = 21
 
 
-def connect(db: str | None = None) -> pymysql.connections.Connection:
-    return pymysql.connect(host=HOST, port=PORT, user="root", password="", database=db, charset="utf8mb4",
-                           autocommit=True, init_command="SET time_zone = '+00:00'")
-
-
-def _server_up() -> bool:
-    try:
-        connect().close()
-        return True
-    except pymysql.MySQLError:
-        return False
-
-
-if not _server_up():  # pragma: no cover
+if not server_up():  # pragma: no cover
     pytest.skip("MariaDB at 127.0.0.1:3306 is not running", allow_module_level=True)
 
 
 @pytest.fixture
 def dbs() -> Iterator[tuple[str, str]]:
-    hexid = uuid.uuid4().hex[:10]
-    src, dst = f"bk_rs_src_{hexid}", f"bk_rs_dst_{hexid}"
-    c = connect()
-    with c.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {src} CHARACTER SET utf8mb4")
-        cur.execute(f"CREATE DATABASE {dst} CHARACTER SET utf8mb4")
-    try:
-        yield src, dst
-    finally:
-        with c.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {src}")
-            cur.execute(f"DROP DATABASE IF EXISTS {dst}")
-        c.close()
+    with scratch_databases("bk_rs") as pair:
+        yield pair
 
 
 def rows_of(db: str) -> list[tuple[Any, ...]]:

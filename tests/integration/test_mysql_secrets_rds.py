@@ -18,7 +18,7 @@ import pymysql
 import pytest
 
 from backupctl.aws import AwsContext
-from tests.integration.helpers import one_json
+from tests.integration.helpers import one_error_line, one_json
 
 pytestmark = pytest.mark.integration
 
@@ -43,14 +43,6 @@ def _up() -> bool:
 
 if not _up():  # pragma: no cover
     pytest.skip("MariaDB at 127.0.0.1:3306 or PostgreSQL at 127.0.0.1:5432 is not running", allow_module_level=True)
-
-
-def one_error_line(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 @pytest.fixture

@@ -8,31 +8,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pymysql
 import pytest
 
 from backupctl.aws import AwsContext
 from tests.integration.helpers import one_json
+from tests.integration.mysql_db import connect, scratch_databases
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def mysql_db() -> Iterator[str]:
-    db = f"bk_act_{uuid.uuid4().hex[:8]}"
-    c = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
-    with c.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {db}")
-    try:
+    with scratch_databases("bk_act") as (db, _):
         yield db
-    finally:
-        with c.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {db}")
-        c.close()
 
 
 def mysql_rows(db: str, sql: str) -> list[tuple[object, ...]]:
-    c = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database=db)
+    c = connect(db)
     try:
         with c.cursor() as cur:
             cur.execute(sql)

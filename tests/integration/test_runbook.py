@@ -12,7 +12,6 @@ import json
 import os
 import pty
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from backupctl.aws import AwsContext
 from backupctl.snapshot import DynamoSnapshotOptions, MySQLSnapshotOptions, snapshot_dynamodb, snapshot_mysql
 from tests.conftest import CliResult, _backupctl
 from tests.integration.helpers import make_table, one_json, python_items, scan_all
+from tests.integration.mysql_db import scratch_databases, server_up
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,27 +156,19 @@ def my() -> pymysql.connections.Connection:
     return pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
 
 
+def _orders(cur: Any, src: str, dst: str) -> None:
+    for db in (src, dst):
+        cur.execute(f"CREATE TABLE {db}.orders (id INT PRIMARY KEY, amount DECIMAL(10,2), note VARCHAR(20))")
+    cur.executemany(f"INSERT INTO {src}.orders VALUES (%s, %s, %s)", [(i, i * 1.5, f"n{i}") for i in range(120)])
+    cur.executemany(f"INSERT INTO {dst}.orders VALUES (%s, %s, %s)", [(i, 0, "damaged") for i in range(7)])
+
+
 @pytest.fixture
 def dbs() -> Iterator[tuple[str, str]]:
-    try:
-        c = my()
-    except pymysql.MySQLError:  # pragma: no cover
+    if not server_up():  # pragma: no cover
         pytest.skip("MariaDB at 127.0.0.1:3306 is not running")
-    h = uuid.uuid4().hex[:8]
-    src, dst = f"bk_rbsrc_{h}", f"bk_rbdst_{h}"
-    with c.cursor() as cur:
-        for db in (src, dst):
-            cur.execute(f"CREATE DATABASE {db}")
-            cur.execute(f"CREATE TABLE {db}.orders (id INT PRIMARY KEY, amount DECIMAL(10,2), note VARCHAR(20))")
-        cur.executemany(f"INSERT INTO {src}.orders VALUES (%s, %s, %s)", [(i, i * 1.5, f"n{i}") for i in range(120)])
-        cur.executemany(f"INSERT INTO {dst}.orders VALUES (%s, %s, %s)", [(i, 0, "damaged") for i in range(7)])
-    try:
-        yield src, dst
-    finally:
-        with c.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {src}")
-            cur.execute(f"DROP DATABASE IF EXISTS {dst}")
-        c.close()
+    with scratch_databases("bk_rb", _orders) as pair:
+        yield pair
 
 
 def rows(db: str) -> list[tuple[Any, ...]]:

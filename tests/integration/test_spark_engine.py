@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from backupctl.snapshot import DynamoSnapshotOptions, MySQLSnapshotOptions, snap
 from backupctl.sources import dynamodb as ddb_source
 from backupctl.sources import mysql as mysql_source
 from tests.integration.helpers import make_table, python_items, scan_all
+from tests.integration.mysql_db import scratch_databases
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -245,19 +245,8 @@ needs_mysql = pytest.mark.skipif(not _mysql_up(), reason="MariaDB at 127.0.0.1:3
 
 @pytest.fixture
 def dbs() -> Iterator[tuple[str, str]]:
-    hexid = uuid.uuid4().hex[:10]
-    src, dst = f"bk_spark_src_{hexid}", f"bk_spark_dst_{hexid}"
-    c = _connect()
-    with c.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {src} CHARACTER SET utf8mb4")
-        cur.execute(f"CREATE DATABASE {dst} CHARACTER SET utf8mb4")
-    try:
-        yield src, dst
-    finally:
-        with c.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {src}")
-            cur.execute(f"DROP DATABASE IF EXISTS {dst}")
-        c.close()
+    with scratch_databases("bk_spark") as pair:
+        yield pair
 
 
 def _rows(db: str, table: str) -> list[tuple[Any, ...]]:
