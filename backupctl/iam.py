@@ -91,6 +91,9 @@ STATEMENTS: dict[str, Statement] = {
             "replace), write items"),
         Statement("RestoreSecret", ("secretsmanager:GetSecretValue",), "any",
                   "--secret-id: the MySQL / Redshift password"),
+        Statement("RestoreReaderLeases", ("s3:DeleteObject", "s3:PutObject"), "reader_leases",
+                  "a reader lease under runs/readers/ on every snapshot the restore reads, so that "
+                  "snapshots prune keeps them until it ends (deleted at the end)"),
         Statement("RedshiftCopyManifests", ("s3:PutObject",), "redshift_manifests",
                   "Redshift target: the COPY manifests backupctl writes under runs/redshift/ (the cluster's "
                   "--iam-role needs s3:GetObject, s3:ListBucket and kms:Decrypt on the repository)",
@@ -111,7 +114,7 @@ STATEMENTS: dict[str, Statement] = {
 
 _SNAPSHOT = ("RepositoryBucket", "RepositoryObjects", "ReadSourceTable", "RDSEndpoint", "MySQLSecret", "KMSKey")
 _RESTORE = ("ReadRepositoryBucket", "ReadRepositoryObjects", "ReadEncryptedObjects", "WriteTargetTable",
-            "RestoreSecret", "RedshiftCopyManifests")
+            "RestoreSecret", "RestoreReaderLeases", "RedshiftCopyManifests")
 COMMANDS: dict[str, tuple[str, ...]] = {
     "snapshot": _SNAPSHOT,
     "restore": _RESTORE,
@@ -153,6 +156,7 @@ def policy(command: str, repo: str | None = None, table: str | None = None,
         "bucket": [f"arn:aws:s3:::{bucket}"],
         "objects": [f"arn:aws:s3:::{bucket}/{prefix}*"],
         "redshift_manifests": [f"arn:aws:s3:::{bucket}/{prefix}runs/redshift/*"],
+        "reader_leases": [f"arn:aws:s3:::{bucket}/{prefix}runs/readers/*"],
         "table": [f"arn:aws:dynamodb:*:*:table/{tname}", f"arn:aws:dynamodb:*:*:table/{tname}/export/*"],
         "control_table": [f"arn:aws:dynamodb:*:*:table/{control_table}",
                           f"arn:aws:dynamodb:*:*:table/{control_table}/index/*"],

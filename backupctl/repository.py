@@ -9,7 +9,8 @@ Layout (docs/REPOSITORY_FORMAT.md is the specification this code obeys)::
          data/part-SSSSS-CCCC.json.gz         data parts only
          _tasks/<task-id>.json                checkpoints while running (removed on commit)
          manifest.json                        written last: the commit point
-      runs/pending/<source-key>.json          the in-progress snapshot of a source, for resume
+      runs/pending/<source-key>/<id>.json     an in-progress snapshot run (plan + lease), for resume
+      runs/readers/<id>/<token>.json          a restore reading snapshot <id> (lease): prune keeps it
 
 Every call to S3 goes through ``S3Store``, which wraps it once in the retry
 policy (restic's pattern: one small backend interface, retried in one place).
@@ -645,7 +646,17 @@ class Repository:
         return f"snapshots/{source_key}/{snapshot_id}/"
 
     @staticmethod
-    def pending_key(source_key: str) -> str:
+    def pending_prefix(source_key: str) -> str:
+        return f"runs/pending/{source_key}/"
+
+    @staticmethod
+    def pending_key(source_key: str, snapshot_id: str) -> str:
+        """One run's pending record (plan, created_at, lease): backupctl/leases.py."""
+        return f"runs/pending/{source_key}/{snapshot_id}.json"
+
+    @staticmethod
+    def legacy_pending_key(source_key: str) -> str:
+        """The single pending pointer of a source written by older backupctl versions (resumed as a dead lease)."""
         return f"runs/pending/{source_key}.json"
 
     # -- reading -----------------------------------------------------------------

@@ -33,6 +33,7 @@ from backupctl.errors import (
     VerificationFailed,
 )
 from backupctl.formats.dynamodb_json import combine_hex
+from backupctl.leases import ReaderLeases
 from backupctl.model import Manifest, TaskSpec, check_snapshot_id
 from backupctl.mysql_conn import MySQLSettings, parse_mysql_uri, settings_from_uri
 from backupctl.passwords import SecretRef
@@ -89,7 +90,20 @@ def restore_dynamodb(
     Returns the result (or, with ``dry_run``, the plan) as a JSON-able dict.
     Raises SnapshotNotFound, Conflict (target not acceptable for the mode),
     DataPathError (items could not be written) or VerificationFailed.
+    While it reads, the snapshot holds a reader lease (``snapshots prune`` keeps it).
     """
+    with ReaderLeases() as readers:
+        return _restore_dynamodb(aws, opts, readers, confirm, progress_factory, on_event)
+
+
+def _restore_dynamodb(
+    aws: AwsContext,
+    opts: DynamoRestoreOptions,
+    readers: ReaderLeases,
+    confirm: Callable[[str], bool] | None,
+    progress_factory: Callable[[str, int | None], Any] | None,
+    on_event: Callable[[str], None] | None,
+) -> dict[str, Any]:
     check_options(opts)
     aws.check_credentials()
     say = on_event or (lambda _m: None)
@@ -151,6 +165,7 @@ def restore_dynamodb(
     if opts.dry_run:
         return plan
 
+    readers.hold(repo, [(manifest.id, prefix)])  # before reading: prune keeps the snapshot from now on
     # A missing, truncated or rewritten part is refused here, before the table is created or emptied.
     repo.check_parts([(prefix, [p.to_dict() for p in manifest.parts])])
     if opts.mode == "replace" and exists and not empty:
@@ -321,6 +336,18 @@ def restore_mysql(
     ``verify`` is off, or the target held other rows before an upsert/append:
     then the loaded parts' digests are compared).
     """
+    with ReaderLeases() as readers:
+        return _restore_mysql(aws, opts, readers, confirm, progress_factory, on_event)
+
+
+def _restore_mysql(
+    aws: AwsContext,
+    opts: MySQLRestoreOptions,
+    readers: ReaderLeases,
+    confirm: Callable[[str], bool] | None,
+    progress_factory: Callable[[str, int | None], Any] | None,
+    on_event: Callable[[str], None] | None,
+) -> dict[str, Any]:
     settings = check_mysql_options(opts, aws)
     aws.check_credentials()
     say = on_event or (lambda _m: None)
@@ -404,6 +431,7 @@ def restore_mysql(
         }
         if opts.dry_run:
             return plan
+        readers.hold(repo, [(link.manifest.id, link.prefix) for link in chain])  # prune keeps the chain
         # Every part of the chain is checked before the table is created, dropped or truncated.
         repo.check_parts((link.prefix, [p.to_dict() for p in link.manifest.parts] + link.tombstones) for link in chain)
         if destructive and not opts.yes and not (
@@ -543,5 +571,6 @@ def restore_redshift(
         secret = SecretRef.make(aws, opts.secret_id, opts.region)
         aws.check_credentials()
     # The target builds its settings with pg_conn.settings_from_uri, which reads the scoped secret.
-    with pg_conn.secret_scope(secret):
-        return redshift_target.restore(aws, opts, progress_factory=progress_factory, on_event=on_event)
+    with pg_conn.secret_scope(secret), ReaderLeases() as readers:
+        return redshift_target.restore(aws, opts, progress_factory=progress_factory, on_event=on_event,
+                                       readers=readers)

@@ -9,6 +9,8 @@ which snapshots to keep and why, like restic's ``forget``:
 * a snapshot whose objects are under S3 Object Lock (``locked_until`` later
   than ``now``) is kept with the reason ``object lock until <time>``: S3 would
   refuse to delete its data, so prune never starts removing it;
+* a snapshot a restore is reading (a live reader lease, ``in_use_until``) is
+  kept with the reason ``in use by a restore until <time>``;
 * a snapshot that is the parent (directly or further up the chain) of a kept
   incremental is always kept, so every kept snapshot stays restorable.
 
@@ -33,6 +35,7 @@ class SnapshotInfo:
     created: datetime
     parent_id: str | None = None
     locked_until: datetime | None = None  # end of the S3 Object Lock retention of its objects, if any
+    in_use_until: datetime | None = None  # the latest live reader lease of a restore reading it, if any
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ def apply_policy(snapshots: Sequence[SnapshotInfo], policy: Policy, now: datetim
         for s in group:
             if s.locked_until is not None and (now is None or s.locked_until > now):
                 decisions[s.id].reasons.append(f"object lock until {isoformat(s.locked_until)}")
+            if s.in_use_until is not None:
+                decisions[s.id].reasons.append(f"in use by a restore until {isoformat(s.in_use_until)}")
         for d in decisions.values():
             d.keep = bool(d.reasons)
         # Keep the whole chain under every kept incremental.

@@ -6,6 +6,7 @@
   table or a cluster - goes through it, so every wait sleeps and every wait ends.
 * ``is_retryable`` - which errors are transient (throttling, 5xx, dropped
   connections) and which are permanent (validation, access, not found).
+* ``Heartbeat`` - a daemon thread renewing a lease every TTL/3 until stopped.
 * ``TokenBucket`` - a thread-safe capacity budget (RCU/WCU per second) shared
   by every worker of a run.
 """
@@ -161,6 +162,34 @@ class RetryPolicy:
             time.sleep(sleep)
             sleep = min(max_interval_s, sleep * 1.5)
 
+
+
+class Heartbeat:
+    """Call ``fn`` every ``interval_s`` seconds on a daemon thread until ``stop`` (lease renewals).
+
+    A failing call (its own retries exhausted) is skipped, not fatal: the next beat tries again,
+    and a lease not renewed in time simply expires.
+    """
+
+    def __init__(self, interval_s: float, fn: Callable[[], Any], what: str) -> None:
+        self.interval_s, self.fn, self.what = interval_s, fn, what
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"backupctl {what}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.fn()
+            except Exception:  # noqa: BLE001 - best effort; the lease expires if this keeps failing
+                pass
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=max(1.0, self.interval_s))
 
 def _describe(e: BaseException) -> str:
     if isinstance(e, botocore.exceptions.ClientError):

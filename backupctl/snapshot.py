@@ -2,7 +2,8 @@
 
 ``run_export`` is source-agnostic: a source contributes an ``ExportPlan``
 (schema, tasks, task function) and this module owns the repository protocol
-around it - the pending-run pointer that makes a crashed run resumable, the
+around it - the leased pending-run record that makes a crashed run resumable
+(``runs/pending/<source-key>/<id>.json``, backupctl/leases.py), the
 per-task checkpoints, the orphan sweep of ``data/``, and the manifest written
 last. ``snapshot_dynamodb`` is the DynamoDB front end, ``snapshot_mysql`` the
 MySQL one.
@@ -22,6 +23,7 @@ from backupctl.engines import TaskContext, auto_choice, local_or_processes, reso
 from backupctl.engines.processes import WorkerSetup
 from backupctl.errors import Conflict, InvalidInput, NotFound
 from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, combine_hex
+from backupctl.leases import Lease, describe_owner, lease_alive
 from backupctl.model import (
     Manifest,
     PartResult,
@@ -124,27 +126,16 @@ def run_export(
     """Run a planned export into ``repo`` and commit it. Returns the manifest.
 
     Resumable: a pending run of the same source with the same plan parameters
-    is continued, skipping tasks whose checkpoint and parts are intact.
+    whose lease is dead (its process is gone) is continued, skipping tasks
+    whose checkpoint and parts are intact. A pending run with a live lease is
+    another run at work: this one takes its own snapshot next to it.
     """
     started = time.monotonic()
     say = on_event or (lambda _m: None)
-    pending_key = repo.pending_key(plan.source_key)
     # SSE-KMS and Object Lock are part of the plan: a resume never mixes protected and unprotected parts.
     write = repo.store.write
     plan_params = {**plan.plan_params, **write.plan_params()}
-    pending = None
-    if resume:
-        try:
-            pending = repo.store.get_json(pending_key)
-        except NotFound:
-            pending = None
-        if pending and pending.get("plan") != plan_params:
-            say(f"a pending run {pending.get('snapshot_id')} has other parameters; starting a new snapshot")
-            pending = None
-        if pending and write.locking and not _lock_in_future(write.for_snapshot(str(pending["created_at"]))):
-            say(f"the object lock of pending run {pending.get('snapshot_id')} would already have ended; "
-                "starting a new snapshot")
-            pending = None
+    pending = _find_resumable(repo, plan.source_key, plan_params, write, say) if resume else None
     if pending:
         snapshot_id, created_at = pending["snapshot_id"], pending["created_at"]
         say(f"resuming snapshot {snapshot_id}")
@@ -153,10 +144,52 @@ def run_export(
         snapshot_id, created_at = new_snapshot_id(now), isoformat(now)
     # Every object of the snapshot is locked until created_at + the lock days (the same date on a resume).
     write = repo.store.write = write.for_snapshot(created_at)
-    if not pending:
-        repo.store.put_json(
-            pending_key, {"snapshot_id": snapshot_id, "created_at": created_at, "plan": plan_params}
-        )
+    # This run's pending record, leased (renewed in the background) until the commit deletes it.
+    pending_key = repo.pending_key(plan.source_key, snapshot_id)
+    lease = Lease(repo.store, {pending_key: {"snapshot_id": snapshot_id, "created_at": created_at,
+                                             "plan": plan_params}}).acquire()
+    try:
+        if pending and pending.get("_key") != pending_key:
+            repo.store.delete([str(pending["_key"])])  # the single pointer of an older backupctl
+        return _run_leased(repo, plan, snapshot_id, created_at, pending is not None, write, started, engine_name,
+                           workers, progress, say, lease)
+    except BaseException:
+        lease.release(delete=False)  # a failed run leaves its record with a dead lease: the next run resumes it
+        raise
+
+
+def _find_resumable(repo: Repository, sk: str, plan_params: dict[str, Any], write: WriteOptions,
+                    say: Callable[[str], None]) -> dict[str, Any] | None:
+    """The newest pending run of source ``sk`` with the same plan whose lease is dead (its run is gone), or None.
+
+    A pending run with a live lease is another run at work: this one starts its own snapshot.
+    """
+    found: list[dict[str, Any]] = []
+    keys = list(repo.store.list_keys(repo.pending_prefix(sk))) + [repo.legacy_pending_key(sk)]
+    for key in keys:
+        try:
+            doc = repo.store.get_json(key)
+        except NotFound:
+            continue
+        if not isinstance(doc, dict) or "snapshot_id" not in doc:
+            continue
+        sid = doc.get("snapshot_id")
+        if repo.store.exists(repo.snapshot_prefix(sk, str(sid)) + "manifest.json"):
+            repo.store.delete([key])  # committed; its run stopped before tidying up
+        elif lease_alive(doc):
+            say(f"snapshot {sid} of this source is running ({describe_owner(doc)}); starting another snapshot")
+        elif doc.get("plan") != plan_params:
+            say(f"a pending run {sid} has other parameters; starting a new snapshot")
+        elif write.locking and not _lock_in_future(write.for_snapshot(str(doc["created_at"]))):
+            say(f"the object lock of pending run {sid} would already have ended; starting a new snapshot")
+        else:
+            found.append({**doc, "_key": key})
+    return max(found, key=lambda d: (str(d["created_at"]), str(d["snapshot_id"])), default=None)
+
+
+def _run_leased(repo: Repository, plan: ExportPlan, snapshot_id: str, created_at: str, resumed: bool,
+                write: WriteOptions, started: float, engine_name: str, workers: int, progress: Any,
+                say: Callable[[str], None], lease: Lease) -> SnapshotResult:
     prefix = repo.snapshot_prefix(plan.source_key, snapshot_id)
     repo.store.put_json(prefix + "schema.json", plan.schema)
 
@@ -167,7 +200,7 @@ def run_export(
     results: dict[str, dict[str, Any]] = {}
     todo: list[TaskSpec] = []
     for spec in tasks:
-        done = _task_done(repo, prefix, spec["task_id"]) if pending else None
+        done = _task_done(repo, prefix, spec["task_id"]) if resumed else None
         if done is not None:
             results[spec["task_id"]] = done
             if progress is not None:
@@ -212,9 +245,10 @@ def run_export(
     repo.store.put_json(prefix + "manifest.json", {**manifest.to_dict(), **extra, **write.manifest_fields(),
                                                    "part_checksum": PART_CHECKSUM})
     # After the commit point: tidy the run state (a crash here leaves a valid snapshot):
-    # checkpoints, a native export's staging files, the pending pointer.
-    repo.store.delete(list(repo.store.list_keys(prefix + "_")) + [pending_key])
-    return SnapshotResult(manifest, str(repo.uri), time.monotonic() - started, pending is not None, skipped,
+    # checkpoints, a native export's staging files, the pending record.
+    lease.stop()  # no renewal may re-create the pending record after it is deleted
+    repo.store.delete(list(repo.store.list_keys(prefix + "_")) + list(lease.docs))
+    return SnapshotResult(manifest, str(repo.uri), time.monotonic() - started, resumed, skipped,
                           protection=write.manifest_fields())
 
 

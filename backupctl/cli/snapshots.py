@@ -96,7 +96,8 @@ def show(app: App, snapshot_id: str, repo: str | None, region: str | None, as_js
 
 
 @snapshots.command(epilog=EXIT_CODES_HELP)
-@click.argument("snapshot_id")
+@click.argument("snapshot_id", required=False)
+@click.option("--all", "all_", is_flag=True, help="Verify every committed snapshot of the repository.")
 @repo_options
 @click.option("--against-table", help="Also compare with this live DynamoDB table.")
 @click.option("--table-region", help="Region of --against-table (default: the repository's).")
@@ -104,21 +105,31 @@ def show(app: App, snapshot_id: str, repo: str | None, region: str | None, as_js
 @json_option
 @pass_app
 def verify(
-    app: App, snapshot_id: str, repo: str | None, region: str | None, against_table: str | None,
+    app: App, snapshot_id: str | None, all_: bool, repo: str | None, region: str | None, against_table: str | None,
     table_region: str | None, workers: int, as_json: bool,
 ) -> None:
     """Re-read every part: checksums, item counts and the content digest.
 
     With --against-table, also recompute the digest of a live table and say
-    whether it equals the snapshot. Exits 5 when anything differs.
+    whether it equals the snapshot. With --all (instead of SNAPSHOT_ID), verify
+    every committed snapshot and print ok / failed for each. Exits 5 when
+    anything differs.
     """
     console = app.with_json(as_json)
-    check_snapshot_id(snapshot_id)
+    if all_ == (snapshot_id is not None):
+        raise InvalidInput("give a SNAPSHOT_ID or --all (not both)")
+    if all_ and against_table:
+        raise InvalidInput("--against-table compares one snapshot: give a SNAPSHOT_ID, not --all")
+    if snapshot_id is not None:
+        check_snapshot_id(snapshot_id)
     region = resolve_repo_region(app.aws, repo, region)
     validate_region(region, "--region")
     app.aws.check_credentials()
     if table_region and not against_table:
         raise InvalidInput("--table-region needs --against-table")
+    if snapshot_id is None:
+        _verify_all(app, region, repo, workers, as_json)
+        return
     with console.progress(f"verify {snapshot_id}") as progress:
         report = verify_snapshot(app.aws, region, snapshot_id, repo, workers, progress)
     live = None
@@ -145,6 +156,33 @@ def verify(
                 f"vs {live['snapshot_digest'][:16]}..."
             )
         console.info(f"[green]equal[/green]: table {against_table} has the same {live['table_rows']:,} items as the snapshot")
+
+
+def _verify_all(app: App, region: str, repo: str | None, workers: int, as_json: bool) -> None:
+    console = app.with_json(as_json)
+    r = Repository.open(app.aws, region, repo)
+    reports = []
+    for m in r.list_snapshots():
+        with console.progress(f"verify {m.id}") as progress:
+            rep = verify_snapshot(app.aws, region, m.id, repo, workers, progress)
+        reports.append({"source_key": m.source_key, **rep})
+    failed = [x for x in reports if not x["ok"]]
+    if as_json:
+        console.emit_json({"repository": str(r.uri), "ok": not failed, "checked": len(reports),
+                           "failed": len(failed), "snapshots": reports})
+    else:
+        console.table(
+            f"verify {r.uri}", ["id", "source", "result", "parts", "items", "problems"],
+            [[x["snapshot_id"], x["source_key"], "ok" if x["ok"] else "FAILED", x["parts_checked"],
+              f"{x['rows']:,}", "; ".join(x["problems"])] for x in reports],
+        )
+    for x in failed:
+        for p in x["problems"]:
+            console.error(f"{x['snapshot_id']}: {p}")
+    if failed:
+        raise VerificationFailed(f"{len(failed)} of {len(reports)} snapshots failed verification: "
+                                 + ", ".join(x["snapshot_id"] for x in failed))
+    console.info(f"[green]ok[/green]: {len(reports)} snapshots verified")
 
 
 @snapshots.command(epilog=EXIT_CODES_HELP)

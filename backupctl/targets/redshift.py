@@ -55,6 +55,7 @@ from backupctl.formats.parquet import (
     load_texts,
     row_hashes,
 )
+from backupctl.leases import ReaderLeases
 from backupctl.model import check_snapshot_id
 from backupctl.pg_conn import PgSettings, quote_ident, settings_from_uri, translate
 from backupctl.prefetch import prefetch
@@ -210,8 +211,12 @@ def restore(
     opts: RedshiftRestoreOptions,
     progress_factory: Callable[[str, int | None], Any] | None = None,
     on_event: Callable[[str], None] | None = None,
+    readers: ReaderLeases | None = None,
 ) -> dict[str, Any]:
-    """Restore ``opts.snapshot_id`` into a Redshift (or stand-in PostgreSQL) table; see the module doc."""
+    """Restore ``opts.snapshot_id`` into a Redshift (or stand-in PostgreSQL) table; see the module doc.
+
+    ``readers`` (restore.restore_redshift's) holds a reader lease on every snapshot of the chain while it loads.
+    """
     settings = settings_from_uri(opts.target_uri, opts.password_file, "--to")
     dialect = settings.dialect
     check_snapshot_id(opts.snapshot_id)
@@ -282,6 +287,8 @@ def restore(
         steps = build_steps(plan, links, mode, dialect, repo.store, iam_role)
         return {**plan_doc, "sql": [s.sql for s in steps], "script": render(steps, dialect), "dry_run": True}
 
+    if readers is not None:
+        readers.hold(repo, [(link.snapshot_id, link.prefix) for link in links])  # prune keeps the chain
     repo.check_parts((link.prefix, link.parts + link.tombstones) for link in links)  # before any write
     conn = settings.connect()
     try:
