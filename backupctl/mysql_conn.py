@@ -358,7 +358,16 @@ def _option_file_password() -> str | None:
     parser = configparser.RawConfigParser(allow_no_value=True, strict=False, comment_prefixes=("#", ";", "!"))
     try:
         parser.read(path, encoding="utf-8")
-    except (configparser.Error, OSError, UnicodeDecodeError) as e:
+    # configparser's messages quote the offending lines - which may hold the password: name line numbers only.
+    except configparser.MissingSectionHeaderError as e:
+        raise InvalidInput(f"cannot read {path}: line {e.lineno} is not under a [group] header "
+                           "(the password belongs under [client])") from None
+    except configparser.ParsingError as e:
+        lines = ", ".join(str(n) for n, _ in e.errors)
+        raise InvalidInput(f"cannot read {path}: cannot parse line(s) {lines}") from None
+    except (configparser.Error, AttributeError) as e:  # AttributeError: configparser on a valueless key + indent
+        raise InvalidInput(f"cannot read {path}: not an option file ({type(e).__name__})") from None
+    except (OSError, UnicodeDecodeError) as e:
         raise InvalidInput(f"cannot read {path}: {e}") from e
     if not parser.has_option("client", "password"):
         return None

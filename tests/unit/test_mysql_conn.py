@@ -45,6 +45,23 @@ def test_password_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         resolve_password(str(tmp_path / "missing"))
 
 
+@pytest.mark.parametrize("text", [
+    "password = Hunter2-in-cnf\n",  # no [client] header: configparser quotes the line
+    "[client]\n= Hunter2-in-cnf\n",  # a line without a key: ParsingError quotes it
+    "[client]\nskip\n  Hunter2-in-cnf\n",  # a valueless key and an indented line: AttributeError in configparser
+])
+def test_unreadable_option_file_is_one_line_without_its_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                text: str) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("MYSQL_PWD", raising=False)
+    (tmp_path / ".my.cnf").write_text(text)
+    with pytest.raises(InvalidInput) as e:
+        resolve_password(None)
+    assert e.value.message.startswith(f"cannot read {tmp_path / '.my.cnf'}: ")
+    assert "\n" not in e.value.message and "Hunter2" not in e.value.message
+    assert e.value.__cause__ is None and e.value.__suppress_context__  # --debug shows no configparser message
+
+
 def test_settings_never_serialise_the_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MYSQL_PWD", "s3cret")
     s = settings_from_uri("mysql://u@h:3306/db", None)
