@@ -574,7 +574,7 @@ def snapshot_mysql(
     setup = WorkerSetup(
         init="backupctl.sources.mysql:open_worker_session",
         kwargs={"settings": settings.to_dict(), "database": settings.database, "table": opts.table,
-                "consistency": opts.consistency},
+                "consistency": opts.consistency, "aws": aws.to_dict()},
         before=(lambda: mysql_source.lock_table(settings, settings.database, opts.table)) if consistent else None,
         after=mysql_source.unlock_table if consistent else None,
     ) if processes > 1 else None

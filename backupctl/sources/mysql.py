@@ -415,10 +415,15 @@ def unlock_table(locker: Any) -> None:
 _worker_sessions: ReadSessions | None = None
 
 
-def open_worker_session(settings: dict[str, Any], database: str, table: str, consistency: str) -> None:
-    """Worker-process init: one consistent-snapshot session (the driver holds ``lock_table``)."""
+def open_worker_session(settings: dict[str, Any], database: str, table: str, consistency: str,
+                        aws: dict[str, Any] | None = None) -> None:
+    """Worker-process init: one consistent-snapshot session (the driver holds ``lock_table``).
+
+    ``aws`` (the driver's ``AwsContext.to_dict()``: endpoint, profile) reaches a --secret-id's secret.
+    """
     global _worker_sessions
-    sessions = ReadSessions(MySQLSettings.from_dict(settings), database, table, consistency, 1)
+    sessions = ReadSessions(MySQLSettings.from_dict(settings, AwsContext.from_dict(aws)), database, table,
+                            consistency, 1)
     sessions.open(lock=False)
     _worker_sessions = sessions
 
