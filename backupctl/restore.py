@@ -453,7 +453,7 @@ def _restore_mysql(
 
     repo_spec = {"bucket": repo.uri.bucket, "prefix": repo.uri.prefix, "region": repo.region}
     parts = sum(len(link.manifest.parts) for link in chain)
-    engine_name, processes, why = resolve_engine(opts.engine, opts.processes, "mysql", loaded_rows, parts)
+    engine_name, processes, why = resolve_engine(opts.engine, opts.processes, "mysql-load", loaded_rows, parts)
     if why:
         say(f"engine auto: {why}")
     engine = local_or_processes(engine_name, opts.workers, processes, parts)

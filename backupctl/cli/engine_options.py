@@ -110,6 +110,6 @@ def processes_option(f: Any) -> Any:
     return click.option(
         "--processes", type=int, metavar="N", expose_value=False, callback=_set_processes,
         help="--engine local, MySQL: read/load the chunks in N worker processes (1: threads). Python's GIL makes "
-             "a chunk's Arrow/hash/Parquet work CPU-bound; default: one per core for tables of 300,000 rows or "
-             "more, else threads (docs/SCALING.md).",
+             "a chunk's Arrow/hash/Parquet work CPU-bound; default: one per core for snapshots of tables of "
+             "300,000 rows or more, else threads (docs/SCALING.md).",
     )(f)

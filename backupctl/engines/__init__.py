@@ -83,8 +83,11 @@ def configure_processes(processes: int | None) -> None:
 
 
 # --engine auto (docs/SCALING.md, measured with bench/engines.py on 2 cores):
-# * MySQL is CPU-bound Python per row: worker processes beat threads once a table is big enough to
-#   pay for starting them (~1 s: spawn + imports); below that, threads.
+# * A MySQL snapshot is CPU-bound Python per row: worker processes beat threads (by ~10% on 2 cores
+#   shared with the database and moto; more with more cores) once a table is big enough to pay for
+#   starting them (~1 s: spawn + imports); below that, threads. A MySQL restore ("mysql-load") gained
+#   nothing from processes on 2 cores (its read-back verification runs in the driver), so it keeps threads
+#   unless --processes asks.
 # * DynamoDB on one machine is I/O-bound (and capacity-bound): threads.
 # * Spark on the same machine adds a JVM start (~8-14 s) and no cores: only a Spark *cluster*
 #   (a non-local --spark-master) is worth it, for tables whose local run would take many minutes.
@@ -105,7 +108,8 @@ def auto_choice(kind: str, rows: int | None, tasks: int) -> tuple[str, int, str]
         procs = min(cores, tasks, 8)
         return "local", procs, (f"~{n:,} rows >= {AUTO_PROCESS_MIN_ROWS:,}: local engine, {procs} worker processes "
                                 "(CPU-bound rows)")
-    why = "I/O-bound" if kind == "dynamodb" else f"~{n:,} rows < {AUTO_PROCESS_MIN_ROWS:,}"
+    why = ("I/O-bound" if kind == "dynamodb" else "restore" if kind == "mysql-load"
+           else f"~{n:,} rows < {AUTO_PROCESS_MIN_ROWS:,}")
     return "local", 1, f"{why}: local engine, threads"
 
 
