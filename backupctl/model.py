@@ -59,6 +59,17 @@ def check_part_key(key: str) -> str:
     return key
 
 
+MAX_COUNT = 2**63 - 1  # a row or byte count: S3 and the databases count in 64 bits
+
+
+def check_count(value: Any, what: str) -> int:
+    """A manifest's row or byte count: an integer from 0 to 2^63-1 (not a float, a string or a bool), else FormatError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise FormatError(f"manifest gives {what} {shown}: not a count (an integer from 0 to 2^63-1)")
+    return value
+
+
 def part_key(task_index: int, chunk: int, ext: str) -> str:
     return f"data/part-{task_index:05d}-{chunk:04d}.{ext}"
 
@@ -86,10 +97,11 @@ class PartResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PartResult:
+        key = check_part_key(d["key"])
         return cls(
-            key=check_part_key(d["key"]),
-            rows=int(d["rows"]),
-            bytes=int(d["bytes"]),
+            key=key,
+            rows=check_count(d["rows"], f"part {key} rows"),
+            bytes=check_count(d["bytes"], f"part {key} bytes"),
             sha256=str(d["sha256"]),
             digest=str(d["digest"]),
         )
@@ -144,6 +156,8 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        if not isinstance(d, dict):
+            raise FormatError(f"manifest is not a JSON object but {type(d).__name__}")
         try:
             version = str(d["format_version"])
             major = int(version.split(".")[0])
@@ -172,10 +186,14 @@ class Manifest:
                 tool=dict(d.get("tool") or {}),
                 format_version=version,
             )
-        except (KeyError, TypeError, ValueError, InvalidInput) as e:
+        except (KeyError, TypeError, ValueError, OverflowError, InvalidInput) as e:
             raise FormatError(f"manifest is malformed: {e}") from e
         totals = d.get("totals") or {}
-        if totals and (int(totals.get("rows", -1)) != m.rows or int(totals.get("parts", -1)) != len(m.parts)):
+        try:
+            bad = bool(totals) and (int(totals.get("rows", -1)) != m.rows or int(totals.get("parts", -1)) != len(m.parts))
+        except (AttributeError, TypeError, ValueError, OverflowError):
+            bad = True
+        if bad:
             raise FormatError("manifest totals disagree with its parts")
         return m
 

@@ -65,6 +65,9 @@ ER_BAD_DB = 1049
 ER_TABLEACCESS_DENIED = 1142
 ER_NO_SUCH_TABLE = 1146
 ER_DUP_ENTRY = 1062
+ER_PARSE_ERROR = 1064
+# Names the server refuses: too long (1059), not a valid database (1102) or table (1103) name.
+ER_BAD_NAMES = (1059, 1102, 1103)
 CR_CONN_HOST_ERROR = 2003
 CR_UNKNOWN_HOST = 2005
 
@@ -316,6 +319,8 @@ def parse_mysql_uri(uri: str, what: str = "--source", user_optional: bool = Fals
 
     With ``user_optional`` (a --secret-id may name the user) ``mysql://HOST[:PORT]/DB`` gives user "".
     """
+    if len(uri or "") > MAX_URI:
+        raise InvalidInput(f"invalid {what}: {len(uri):,} characters is too long for mysql://USER@HOST[:PORT]/DB")
     m = _URI_RE.match(uri or "")
     if not m:
         if (uri or "").startswith("mysql://") and "@" in uri.split("/", 3)[2] and ":" in uri.split("/", 3)[2].split("@")[0]:
@@ -336,7 +341,19 @@ def parse_mysql_uri(uri: str, what: str = "--source", user_optional: bool = Fals
         port = int(port_text)
     else:
         raise InvalidInput(f"invalid {what} '{uri}': port '{port_text}' is not a number between 1 and 65535")
-    return user, m.group("host"), port, unquote(m.group("db"))
+    return user, m.group("host"), port, check_identifier(unquote(m.group("db")), f"database of {what}")
+
+
+MAX_URI = 1024
+MAX_IDENTIFIER = 64  # MySQL's limit for database and table names
+
+
+def check_identifier(name: str, what: str) -> str:
+    """A database or table name MySQL can hold: 1 to 64 characters, no NUL; else InvalidInput (exit 2)."""
+    if not name or len(name) > MAX_IDENTIFIER or "\x00" in name:
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        raise InvalidInput(f"invalid {what} '{shown}': a MySQL name is 1 to {MAX_IDENTIFIER} characters")
+    return name
 
 
 def _password_in_uri(what: str) -> str:
@@ -436,6 +453,8 @@ def translate(e: pymysql.MySQLError, what: str) -> BaseException:
         return AuthError(f"{what}: access denied ({code}: {msg})")
     if code in (ER_BAD_DB, ER_NO_SUCH_TABLE):
         return NotFound(f"{what}: {msg}")
+    if code in ER_BAD_NAMES:
+        return InvalidInput(f"{what}: {msg}")
     if code == ER_DUP_ENTRY:
         return Conflict(f"{what}: {msg}")
     if code in (CR_CONN_HOST_ERROR, CR_UNKNOWN_HOST):

@@ -673,7 +673,10 @@ class Repository:
                 doc = self.store.get_json(prefix + "manifest.json")
             except NotFound:
                 continue
-            return prefix, Manifest.from_dict(doc)
+            m = Manifest.from_dict(doc)
+            if m.id != snapshot_id:
+                raise FormatError(f"{self.store.url(prefix + 'manifest.json')} names snapshot {m.id}, not {snapshot_id}")
+            return prefix, m
         raise SnapshotNotFound(f"snapshot {snapshot_id} not found in {self.uri}")
 
     def list_snapshots(self, source_key_filter: str | None = None) -> list[Manifest]:

@@ -35,12 +35,12 @@ from backupctl.errors import (
 from backupctl.formats.dynamodb_json import combine_hex
 from backupctl.leases import ReaderLeases
 from backupctl.model import Manifest, TaskSpec, check_snapshot_id
-from backupctl.mysql_conn import MySQLSettings, parse_mysql_uri, settings_from_uri
+from backupctl.mysql_conn import MySQLSettings, check_identifier, parse_mysql_uri, settings_from_uri
 from backupctl.passwords import SecretRef
 from backupctl.repository import Repository, parse_repo_uri
 from backupctl.retry import TokenBucket
 from backupctl.sources import mysql as mysql_source
-from backupctl.sources.dynamodb import capacity_budget, describe_table
+from backupctl.sources.dynamodb import capacity_budget, check_table_name, describe_table
 from backupctl.sources.mysql import check_mysql_part_key
 from backupctl.targets import dynamodb as ddb_target
 from backupctl.targets import mysql as mysql_target
@@ -76,6 +76,7 @@ def check_options(opts: DynamoRestoreOptions) -> None:
         raise InvalidInput("--max-wcu must be positive")
     if not opts.table:
         raise InvalidInput("--to-table is required")
+    check_table_name(opts.table, "--to-table")
 
 
 def restore_dynamodb(
@@ -252,6 +253,8 @@ class MySQLRestoreOptions:
 def check_mysql_options(opts: MySQLRestoreOptions, aws: AwsContext | None = None) -> MySQLSettings:
     """Validate the options, then resolve the target's settings (a --secret-id is read in --region)."""
     parse_mysql_uri(opts.target_uri, "--to", user_optional=opts.secret_id is not None)
+    if opts.table is not None:
+        check_identifier(opts.table, "--table")
     check_snapshot_id(opts.snapshot_id)
     validate_region(opts.region, "--region")
     if opts.repo_uri is not None:
@@ -277,6 +280,13 @@ class ChainLink:
     prefix: str
     manifest: Manifest
     doc: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        # Every part entry the manifest names is checked (key, counts), also those this restore does not read.
+        key_set = self.doc.get("key_set") or {}
+        for p in (key_set.get("parts") or []) if isinstance(key_set, dict) else [None]:
+            check_mysql_part_key(p)
+        _ = self.tombstones
 
     @property
     def tombstones(self) -> list[dict[str, Any]]:

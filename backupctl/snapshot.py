@@ -34,7 +34,13 @@ from backupctl.model import (
     source_key,
     utcnow,
 )
-from backupctl.mysql_conn import MySQLSettings, make_settings, parse_mysql_uri, settings_from_uri
+from backupctl.mysql_conn import (
+    MySQLSettings,
+    check_identifier,
+    make_settings,
+    parse_mysql_uri,
+    settings_from_uri,
+)
 from backupctl.passwords import SecretRef
 from backupctl.repository import PART_CHECKSUM, Repository, WriteOptions, check_write_options, parse_repo_uri
 from backupctl.retry import TokenBucket
@@ -285,6 +291,7 @@ DYNAMODB_METHODS = ("scan", "export", "auto")
 
 
 def check_dynamodb_options(opts: DynamoSnapshotOptions) -> None:
+    ddb_source.check_table_name(opts.table)
     validate_region(opts.source_region, "--from region")
     validate_region(opts.target_region, "--to region")
     if opts.repo_uri is not None:
@@ -469,6 +476,7 @@ def check_mysql_options(opts: MySQLSnapshotOptions, aws: AwsContext | None = Non
     Returns the settings and the manifest's ``source`` (where the table is,
     never how to log in).
     """
+    check_identifier(opts.table, "--table")
     if opts.rds_instance is not None:
         if opts.source_uri is not None:
             raise InvalidInput("--rds-instance and --source are two ways to name the source: give one")

@@ -28,6 +28,9 @@ from backupctl.errors import (
 from backupctl.retry import is_retryable
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+# click >= 8.2 raises this (a UsageError) for a group run without a command: it shows the help.
+_NO_ARGS_IS_HELP: tuple[type[click.ClickException], ...] = tuple(
+    c for c in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if c is not None)
 
 
 @click.group(context_settings=CONTEXT_SETTINGS, epilog=EXIT_CODES_HELP)
@@ -131,8 +134,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_INTERRUPTED)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:
+    except _NO_ARGS_IS_HELP as e:  # `backupctl` or `backupctl snapshots` alone: the help
         e.show()
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        # A usage error is one line like every other error, naming where the help is.
+        message = " ".join(e.format_message().split())
+        if isinstance(e, click.UsageError) and e.ctx is not None:
+            message += f" (see '{e.ctx.command_path} --help')"
+        console.error(message)
         sys.exit(e.exit_code)
     except BackupctlError as e:
         if debug:

@@ -134,6 +134,9 @@ def key_path(path: Path_) -> str:
     return out or "(top)"
 
 
+MAX_VALUES = 100_000  # values in a playbook once its aliases are expanded
+
+
 class _Composer:
     """Turn a composed YAML node tree into plain data, recording each path's line (1-based)."""
 
@@ -144,8 +147,13 @@ class _Composer:
         self.file = file
         self.lines: dict[Path_, int] = {}
         self.issues: list[str] = []
+        self.values = 0
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:  # aliases of aliases expand exponentially ("billion laughs")
+            raise PlaybookInvalid([f"{self.file}:{node.start_mark.line + 1} {key_path(path)}: the playbook expands "
+                                   f"to more than {MAX_VALUES:,} values (aliases of aliases?)"])
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             if node.tag != "tag:yaml.org,2002:map":
@@ -411,6 +419,8 @@ def load_playbook(path: str | Path, overrides: dict[str, str] | None = None, run
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise InvalidInput(f"cannot read playbook {file}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise InvalidInput(f"cannot read playbook {file}: not UTF-8 text (byte {e.start})") from None
     return parse_playbook(text, file, overrides, run_id)
 
 
@@ -421,6 +431,8 @@ def parse_playbook(text: str, file: str = "<playbook>", overrides: dict[str, str
     ck = _Checker(file, lines)
     top = ck.mapping(data, ())
     ck.keys(top, (), ("name",), tuple(k for k in TOP_KEYS if k != "name"))
+    if "name" in top:  # it names schedules, drill and runbook records: a path segment, a key
+        _check_name(ck, ("name",), str(top["name"]))
     if top.get("version", 1) != 1:
         ck.add(("version",), f"unsupported version {top.get('version')!r} (this backupctl reads version 1)")
     kind = top.get("kind", "pipeline")
@@ -466,7 +478,8 @@ def parse_playbook(text: str, file: str = "<playbook>", overrides: dict[str, str
 
 def _check_name(ck: _Checker, path: Path_, name: str) -> None:
     if not _NAME_RE.match(name):
-        ck.add(path, f"invalid name '{name}': letters, digits, '_' and '-', starting with a letter")
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        ck.add(path, f"invalid name '{shown}': letters, digits, '_' and '-', starting with a letter")
 
 
 def _check_nodes(top: dict[str, Any], ck: _Checker) -> dict[str, Node]:

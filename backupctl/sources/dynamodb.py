@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import math
+import re
 import tempfile
 from collections.abc import Iterator
 from functools import partial
@@ -23,7 +24,7 @@ import orjson
 
 from backupctl.aws import AwsContext
 from backupctl.engines.local import TaskContext
-from backupctl.errors import AuthError, DataPathError, FormatError, Interrupted, NotFound
+from backupctl.errors import AuthError, DataPathError, FormatError, Interrupted, InvalidInput, NotFound
 from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, Digest, decode_line, encode_line, item_hash
 from backupctl.model import PartResult, TaskSpec, part_key
 from backupctl.repository import RepoURI, S3Store, task_store
@@ -39,8 +40,21 @@ def _code(e: botocore.exceptions.ClientError) -> str:
     return str(e.response.get("Error", {}).get("Code", ""))
 
 
+_TABLE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+
+
+def check_table_name(name: str, what: str = "--table") -> str:
+    """``name`` if DynamoDB accepts it as a table name (3-255 of ``A-Za-z0-9_.-``), else InvalidInput (exit 2)."""
+    if not _TABLE_NAME_RE.match(name or ""):
+        shown = name if len(name or "") <= 80 else name[:80] + "..."
+        raise InvalidInput(f"invalid {what} '{shown}': a DynamoDB table name is 3 to 255 letters, digits, "
+                           "'_', '-' and '.'")
+    return name
+
+
 def describe_table(aws: AwsContext, region: str, table: str, policy: RetryPolicy = DEFAULT_POLICY) -> dict[str, Any]:
-    """DescribeTable plus TTL and tags; raises NotFound for a missing table."""
+    """DescribeTable plus TTL and tags; raises NotFound for a missing table, InvalidInput for an invalid name."""
+    check_table_name(table, "table name")
     ddb = aws.client("dynamodb", region)
 
     def call() -> dict[str, Any]:

@@ -67,7 +67,7 @@ from backupctl.formats.parquet import (
     time_literal,
     value_sizes,
 )
-from backupctl.model import PartResult, TaskSpec
+from backupctl.model import PartResult, TaskSpec, check_count
 from backupctl.mysql_conn import (
     DRIVER_ERRORS,
     MySQLdb,
@@ -764,11 +764,13 @@ _EPOCH = datetime(1970, 1, 1)
 _MYSQL_PART_RE = re.compile(r"^(keys|tombstones)/part-\d{5}-\d{4}\.parquet$")
 
 
-def check_mysql_part_key(part: dict[str, Any]) -> dict[str, Any]:
+def check_mysql_part_key(part: Any) -> dict[str, Any]:
     """A key-set or tombstone part entry of a manifest, whose key cannot point outside its folder."""
     key = part.get("key") if isinstance(part, dict) else None
     if not isinstance(key, str) or not _MYSQL_PART_RE.match(key):
         raise FormatError(f"manifest names an invalid part key {key!r}")
+    check_count(part.get("rows"), f"part {key} rows")
+    check_count(part.get("bytes"), f"part {key} bytes")
     return part
 
 

@@ -41,8 +41,10 @@ from backupctl.formats.parquet import (
 from backupctl.model import TaskSpec
 from backupctl.mysql_conn import (
     ER_DUP_ENTRY,
+    ER_PARSE_ERROR,
     INFILE_NAME,
     MySQLSettings,
+    error_code,
     load_data,
     quote_ident,
     run_sql,
@@ -114,7 +116,13 @@ def session_setup(conn: pymysql.connections.Connection) -> None:
 def create_table(conn: pymysql.connections.Connection, database: str, schema: dict[str, Any], table: str) -> None:
     session_setup(conn)
     run_sql(conn, f"USE {quote_ident(database)}", ())
-    run_sql(conn, create_sql(schema, table), (), f"creating table {database}.{table}")
+    try:
+        run_sql(conn, create_sql(schema, table), (), f"creating table {database}.{table}")
+    except pymysql.MySQLError as e:
+        if error_code(e) == ER_PARSE_ERROR:  # a schema.json whose DDL is not one CREATE TABLE statement
+            raise FormatError(f"the snapshot's schema.json create_table is not a CREATE TABLE this server runs: "
+                              f"{str(e.args[1])[:200] if len(e.args) > 1 else e}") from e
+        raise
 
 
 def drop_table(conn: pymysql.connections.Connection, database: str, table: str) -> None:

@@ -205,7 +205,7 @@ def test_repository_bucket_in_the_wrong_region(aws: AwsContext, cli, name: str) 
 
 
 def test_unknown_and_malformed_snapshot_ids(cli, snap) -> None:  # type: ignore[no-untyped-def]
-    r = cli("restore", "20200101T000000Z-abcdef", "--to-table", "x", "--region", DST, "--repo", snap["repo"])
+    r = cli("restore", "20200101T000000Z-abcdef", "--to-table", "xyz", "--region", DST, "--repo", snap["repo"])
     assert r.code == 3 and "snapshot 20200101T000000Z-abcdef not found" in one_error_line(r.err)
     r = cli("snapshots", "show", "latest", "--repo", snap["repo"])
     assert r.code == 2 and "invalid snapshot id 'latest'" in one_error_line(r.err)

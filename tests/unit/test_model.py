@@ -86,6 +86,30 @@ def test_part_keys_cannot_escape_data(key: str) -> None:
         Manifest.from_dict(doc)
 
 
+@pytest.mark.parametrize("doc", [None, [1, 2], "manifest", 7])
+def test_reader_refuses_a_manifest_that_is_not_an_object(doc: object) -> None:
+    with pytest.raises(FormatError, match="not a JSON object"):
+        Manifest.from_dict(doc)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field,value", [("rows", -5), ("rows", 10**30), ("rows", float("inf")), ("rows", 2.0),
+                                         ("rows", "2"), ("rows", True), ("bytes", -1), ("bytes", 2**63)])
+def test_reader_refuses_counts_that_are_not_counts(field: str, value: object) -> None:
+    doc = golden_manifest().to_dict()
+    doc["parts"][0][field] = value
+    doc.pop("totals")
+    with pytest.raises(FormatError, match="not a count"):
+        Manifest.from_dict(doc)
+
+
+@pytest.mark.parametrize("totals", [{"rows": "x", "parts": 1}, {"rows": [2], "parts": 1}, {"rows": float("inf")}, "2"])
+def test_reader_refuses_totals_that_are_not_numbers(totals: object) -> None:
+    doc = golden_manifest().to_dict()
+    doc["totals"] = totals
+    with pytest.raises(FormatError, match="totals"):
+        Manifest.from_dict(doc)
+
+
 def test_snapshot_ids_sort_by_time_and_validate() -> None:
     a = new_snapshot_id()
     assert check_snapshot_id(a) == a

@@ -62,6 +62,19 @@ def test_unreadable_option_file_is_one_line_without_its_content(tmp_path: Path, 
     assert e.value.__cause__ is None and e.value.__suppress_context__  # --debug shows no configparser message
 
 
+@pytest.mark.parametrize("uri", ["mysql://u@h/" + "d" * 65, "mysql://u@h/" + "d" * 10_000])
+def test_overlong_uris_and_names_are_refused_in_one_short_line(uri: str) -> None:
+    with pytest.raises(InvalidInput) as e:
+        parse_mysql_uri(uri)
+    assert len(e.value.message) < 200
+
+
+def test_names_the_server_refuses_are_bad_input() -> None:
+    for code in (1059, 1102, 1103):
+        t = translate(pymysql.err.ProgrammingError(code, "Incorrect table name 'x'"), "creating table")
+        assert isinstance(t, InvalidInput) and t.message == "creating table: Incorrect table name 'x'"
+
+
 def test_settings_never_serialise_the_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MYSQL_PWD", "s3cret")
     s = settings_from_uri("mysql://u@h:3306/db", None)

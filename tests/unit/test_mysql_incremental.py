@@ -177,7 +177,14 @@ def test_spool_round_trips_in_order() -> None:
 
 @pytest.mark.parametrize("key", ["keys/part-00000-0000.parquet", "tombstones/part-00001-0002.parquet"])
 def test_mysql_part_keys(key: str) -> None:
-    assert check_mysql_part_key({"key": key})["key"] == key
+    assert check_mysql_part_key({"key": key, "rows": 3, "bytes": 100})["key"] == key
+
+
+@pytest.mark.parametrize("counts", [{}, {"rows": -1, "bytes": 100}, {"rows": 3, "bytes": 2 ** 64},
+                                    {"rows": "3", "bytes": 100}, {"rows": 3.0, "bytes": 100}])
+def test_mysql_part_counts_refused(counts: dict[str, Any]) -> None:
+    with pytest.raises(FormatError, match="not a count"):
+        check_mysql_part_key({"key": "keys/part-00000-0000.parquet", **counts})
 
 
 @pytest.mark.parametrize("key", ["data/part-00000-0000.parquet", "keys/../x", "keys/part-0-0.parquet", None,
