@@ -468,6 +468,11 @@ def _restore_mysql(
         say(f"engine auto: {why}")
     engine = local_or_processes(engine_name, opts.workers, processes, parts)
 
+    # Rows are hashed while they load only when the loaded parts' digests are the verification (the
+    # table held other rows); a table read back whole is compared with the snapshot's table digest,
+    # which the parts' sha256 (checked before any write) and that comparison together prove.
+    hash_parts = opts.verify and not verify_table
+
     def load_fn(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
         return mysql_target.run_load_task(spec, ctx, settings)
 
@@ -487,11 +492,11 @@ def _restore_mysql(
             tasks = mysql_target.plan_load(
                 aws=aws.to_dict(), settings=settings, manifest_parts=[p.to_dict() for p in m.parts], repo=repo_spec,
                 snapshot_prefix=link.prefix, database=db, table=table, columns=stored,
-                upsert=m.mode == "incremental" or opts.mode == "upsert",
+                upsert=m.mode == "incremental" or opts.mode == "upsert", hash_rows=hash_parts,
             )
             results = engine.run(tasks, load_fn, TaskContext(progress=progress))
             got = sum(int(r["rows"]) for r in results)
-            digest = combine_hex(r["digest"] for r in results) if results else "0" * 64
+            digest = combine_hex(r["digest"] for r in results) if results and hash_parts else m.content_digest
             if got != m.rows or digest != m.content_digest:
                 raise VerificationFailed(
                     f"restore of {m.id} loaded {got} rows with digest {digest[:16]}..., "
@@ -511,7 +516,7 @@ def _restore_mysql(
         digest = want_digest
     if verify_table:
         say(f"reading back {db}.{table} to verify")
-        live = mysql_source.table_digest(settings, db, table, stored)
+        live = mysql_source.table_digest(settings, db, table, stored, aws=aws, processes=opts.processes)
         if live.count != want_rows or live.hexdigest() != want_digest:
             hint = (f" (did it hold snapshot {manifest.parent_id} before?)" if opts.only_increment else "")
             raise VerificationFailed(

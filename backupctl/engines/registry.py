@@ -28,6 +28,7 @@ TASK_FUNCTIONS: dict[str, str] = {
     "dynamodb.load": "backupctl.targets.dynamodb:run_load_task",
     "mysql.export": "backupctl.sources.mysql:run_export_task",
     "mysql.increment": "backupctl.sources.mysql:run_increment_task",
+    "mysql.digest": "backupctl.sources.mysql:run_digest_task",
     "mysql.load": "backupctl.targets.mysql:run_load_task",
     "mysql.delete": "backupctl.targets.mysql:run_delete_task",
 }

@@ -36,7 +36,6 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 import struct
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -44,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import IO, Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -269,6 +269,17 @@ class _HashingFile:
         self.closed = True
 
 
+# Dictionary encoding only where values repeat by nature. On high-cardinality columns Arrow builds a
+# dictionary, overflows it and falls back to plain pages: twice the encoding time for a larger file
+# (a 1M-row table of mixed types: 0.76 vs 0.36 us a row, 11.1 vs 9.9 MB per 100k rows).
+DICTIONARY_DATA_TYPES = {"tinyint", "smallint", "year", "enum", "set", "bit", "date"}
+
+
+def dictionary_columns(columns: Sequence[dict[str, Any]]) -> list[str]:
+    """The columns of a part written with dictionary encoding (by declared type)."""
+    return [c["name"] for c in columns if str(c.get("data_type") or "").lower() in DICTIONARY_DATA_TYPES]
+
+
 def _value_size(v: Any) -> int:
     if isinstance(v, (str, bytes)):
         return len(v)
@@ -289,7 +300,8 @@ class ParquetPartWriter:
         self.row_group_rows = max(1, row_group_rows)
         self.tmp = tempfile.TemporaryFile(prefix="backupctl-part-")
         self.hf = _HashingFile(self.tmp)
-        self.writer = pq.ParquetWriter(self.hf, self.schema, compression=COMPRESSION)
+        self.writer = pq.ParquetWriter(self.hf, self.schema, compression=COMPRESSION,
+                                       use_dictionary=dictionary_columns(columns))
         self.buf: list[tuple[Any, ...]] = []
         self.buf_bytes = 0
         self.rows = 0
@@ -435,29 +447,29 @@ def iter_part_rows(f: IO[bytes], columns: Sequence[dict[str, Any]], batch_rows: 
 # of each row's bytes is a (C-level) call per row.
 
 _CTRL_ESCAPES = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r"}
-_PY_CANONICAL_KINDS = {"float32", "float64", "binary", "json"}
+_PY_CANONICAL_KINDS = {"json"}
 
 
-# Any byte that orjson escapes in a JSON string. Searched over a string array's whole data buffer
-# at once (C speed); a match there (even in bytes outside a sliced array) only means taking the
-# per-value path below, so false positives cost time, never correctness.
-_NEEDS_ESCAPE = re.compile(rb'["\\\x00-\x1f]')
-
-
+# Any byte that orjson escapes in a JSON string is below 0x20, '"' or '\\'. A string array's whole
+# data buffer is searched at once (numpy, C speed); a match there (even in bytes outside a sliced
+# array) only means taking the per-value path below, so false positives cost time, never correctness.
 def _needs_escape(text: pa.Array) -> bool:
     data = text.buffers()[2] if len(text.buffers()) > 2 else None
-    return data is not None and _NEEDS_ESCAPE.search(memoryview(data)) is not None
+    if data is None or data.size == 0:
+        return False
+    u8 = np.frombuffer(data, dtype=np.uint8)
+    return bool((u8 < 0x20).any() or (u8 == 0x22).any() or (u8 == 0x5C).any())
 
 
-def _json_quoted(text: pa.Array, escape: bool) -> pa.Array:
-    """``"text"`` as orjson writes a JSON string (``\\``, ``"`` and control characters escaped)."""
-    if escape and _needs_escape(text):
+def _json_escaped(text: pa.Array) -> pa.Array:
+    """The inside of ``"text"`` as orjson writes a JSON string (``\\``, ``"`` and control characters escaped)."""
+    if _needs_escape(text):
         text = pc.replace_substring(text, "\\", "\\\\")
         text = pc.replace_substring(text, '"', '\\"')
         if pc.any(pc.match_substring_regex(text, "[\\x00-\\x1f]")).as_py():
             for i in range(0x20):
                 text = pc.replace_substring(text, chr(i), _CTRL_ESCAPES.get(i, f"\\u{i:04x}"))
-    return pc.binary_join_element_wise('"', text, '"', "")
+    return text
 
 
 def _decimal_canonical(arr: pa.Array, scale: int) -> pa.Array:
@@ -469,6 +481,31 @@ def _decimal_canonical(arr: pa.Array, scale: int) -> pa.Array:
     exp = pc.subtract(pc.subtract(pc.binary_length(digits), pc.binary_length(stripped)), scale)
     text = pc.binary_join_element_wise(pc.if_else(neg, "-", ""), stripped, "e", pc.cast(exp, pa.string()), "")
     return pc.if_else(pc.equal(digits, ""), "0", text)
+
+
+# Arrow writes a double with the same shortest round-trip digits as Python's ``repr``, in positional
+# notation for 1e-4 <= |v| < 1e15 (the range checked below; Python's is up to 1e16), but without
+# ``repr``'s ".0" on integral values. Values outside that range (and any Arrow text holding an
+# exponent) take ``repr`` one at a time; tests compare both ways over random bit patterns.
+_REPR_POSITIONAL = (1e-4, 1e15)
+
+
+def _float_reprs(f: pa.Array) -> pa.Array:
+    """``repr`` of every value of a float64 array (nulls stay null), vectorised where Arrow agrees."""
+    if len(f) == 0:
+        return pa.array([], pa.string())
+    text = pc.cast(f, pa.string())
+    mag = pc.abs(f)
+    inside = pc.and_(pc.greater_equal(mag, _REPR_POSITIONAL[0]), pc.less(mag, _REPR_POSITIONAL[1]))
+    inside = pc.and_(pc.or_(inside, pc.equal(mag, 0.0)), pc.invert(pc.match_substring(text, "e")))
+    integral = pc.invert(pc.match_substring(text, "."))
+    text = pc.if_else(pc.and_(inside, integral), pc.binary_join_element_wise(text, ".0", ""), text)
+    outside = pc.fill_null(pc.invert(inside), False)
+    if pc.any(outside).as_py():
+        idx = pc.indices_nonzero(outside)
+        reprs = pa.array([repr(v) for v in pc.take(f, idx).to_pylist()], pa.string())
+        text = pc.replace_with_mask(text, outside, reprs)
+    return text
 
 
 def canonical_texts(arr: pa.Array, col: dict[str, Any]) -> pa.Array:
@@ -483,7 +520,7 @@ def canonical_texts(arr: pa.Array, col: dict[str, Any]) -> pa.Array:
     if kind == "decimal":
         return _decimal_canonical(arr, int(col.get("scale") or 0))
     if kind in ("float32", "float64"):
-        return pa.array([None if v is None else repr(v) for v in pc.cast(arr, pa.float64()).to_pylist()], pa.string())
+        return _float_reprs(pc.cast(arr, pa.float64()))
     if kind == "binary":
         b64 = binascii.b2a_base64
         return pc.cast(pa.array([None if v is None else b64(v, newline=False) for v in arr.to_pylist()], pa.binary()),
@@ -498,28 +535,52 @@ def row_hashes(batch: pa.RecordBatch | pa.Table, columns: Sequence[dict[str, Any
     if n == 0:
         return []
     order = sorted(range(len(columns)), key=lambda i: columns[i]["name"])
+    if not columns:
+        return [hashlib.sha256(b"{}").digest()] * n
+    # One join of literal pieces and column texts makes every row's document; a column without
+    # nulls gets its quotes from the literal pieces, one with nulls is quoted first, then "null" filled.
     pieces: list[Any] = []
-    for j, i in enumerate(order):
+    lead = "{"
+    for i in order:
         arr = batch.column(i)
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
         col = columns[i]
-        quoted = _json_quoted(canonical_texts(arr, col), escape=col["kind"] in ("string", "json"))
+        text = canonical_texts(arr, col)
+        if col["kind"] in ("string", "json"):
+            text = _json_escaped(text)
         key = orjson.dumps(col["name"]).decode()
-        pieces.append(("{" if j == 0 else ",") + key + ":")
-        pieces.append(pc.fill_null(quoted, "null") if arr.null_count else quoted)
-    pieces.append("}")
-    if not columns:
-        return [hashlib.sha256(b"{}").digest()] * n
+        if arr.null_count:
+            pieces += [lead + key + ":", pc.fill_null(pc.binary_join_element_wise('"', text, '"', ""), "null")]
+            lead = ","
+        else:
+            pieces += [lead + key + ':"', text]
+            lead = '",'
+    pieces.append(lead[:-1] + "}")
     doc = pc.cast(pc.binary_join_element_wise(*pieces, ""), pa.binary())
     sha = hashlib.sha256
     return [sha(b).digest() for b in doc.to_pylist()]
 
 
 def hash_sum(hashes: Sequence[bytes]) -> int:
-    """The sum of row hashes (big-endian 256-bit integers), not yet reduced modulo 2^256."""
-    fb = int.from_bytes
-    return sum(fb(h, "big") for h in hashes)
+    """The sum of row hashes (big-endian 256-bit integers), not yet reduced modulo 2^256.
+
+    Summed as eight 32-bit limbs in uint64 (exact below 2^32 hashes), then carried in Python.
+    """
+    if not hashes:
+        return 0
+    limbs = np.frombuffer(b"".join(hashes), dtype=">u4").reshape(-1, 8).sum(axis=0, dtype=np.uint64)
+    total = 0
+    for limb in limbs.tolist():
+        total = (total << 32) + int(limb)
+    return total
+
+
+def hashes_array(hashes: Sequence[bytes]) -> pa.Array:
+    """Row hashes (32 bytes each) as an Arrow binary array, built from one buffer."""
+    n = len(hashes)
+    offsets = np.arange(0, 32 * (n + 1), 32, dtype=np.int32)
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(hashes))])
 
 
 def value_sizes(batch: pa.RecordBatch) -> pa.Array:

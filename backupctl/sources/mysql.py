@@ -59,6 +59,7 @@ from backupctl.formats.parquet import (
     column_kind,
     driver_batch,
     hash_sum,
+    hashes_array,
     iter_part_rows,
     normalize_row,
     raw_batch,
@@ -597,7 +598,7 @@ def _export_chunk(spec: TaskSpec, ctx: TaskContext, conn: Any) -> tuple[list[Par
             before = data.raw_bytes_total
             hs = data.add_batch(batch)
             if keys is not None and pos is not None and kschema is not None:
-                kb = pa.RecordBatch.from_arrays([*(batch.column(i) for i in pos), pa.array(hs, pa.binary())],
+                kb = pa.RecordBatch.from_arrays([*(batch.column(i) for i in pos), hashes_array(hs)],
                                                 schema=kschema)
                 keys.add_batch(kb, hashes=hs)
             ctx.advance(n, data.raw_bytes_total - before)
@@ -676,74 +677,92 @@ def run_export_task(spec: TaskSpec, ctx: TaskContext, sessions: ReadSessions | N
 
 READ_BACK_STREAMS = 2  # connections reading a table back for its digest (integer primary keys)
 READ_BACK_SPLIT_ROWS = 200_000  # below this many rows one stream
+# From this many rows a read-back runs in worker processes (one per stream), not threads: it is
+# CPU-bound Python (driver rows -> Arrow -> row hashes) and threads share one GIL.
+READ_BACK_PROCESS_MIN_ROWS = 300_000
 
 
-def _digest_ranges(conn: Any, database: str, table: str, columns: list[dict[str, Any]],
-                   ) -> list[tuple[str, list[Any]]]:
-    """WHERE clauses splitting a table by its integer primary key into ``READ_BACK_STREAMS`` value ranges."""
+def _digest_ranges(conn: Any, database: str, table: str, columns: list[dict[str, Any]], streams: int,
+                   ) -> tuple[list[tuple[str, list[Any]]], int]:
+    """WHERE clauses splitting a table by its integer primary key into ``streams`` value ranges, and its rows
+    (-1 when not counted)."""
     pk = [r[0] for r in run_sql(
         conn, "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
         "AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", (database, table))]
     kinds = {c["name"]: c["kind"] for c in columns}
-    if len(pk) != 1 or kinds.get(_text(pk[0])) not in ("int", "uint") or READ_BACK_STREAMS < 2:
-        return [("", [])]
+    if len(pk) != 1 or kinds.get(_text(pk[0])) not in ("int", "uint") or streams < 2:
+        return [("", [])], -1
     ident = quote_ident(_text(pk[0]))
     lo, hi, n = run_sql(conn, f"SELECT MIN({ident}), MAX({ident}), COUNT(*) FROM {table_ref(database, table)}", ())[0]
     if lo is None or int(n) < READ_BACK_SPLIT_ROWS:
-        return [("", [])]
+        return [("", [])], int(n)
     lo, hi = int(lo), int(hi)
-    cuts = [lo + (hi - lo) * i // READ_BACK_STREAMS for i in range(1, READ_BACK_STREAMS)]
+    cuts = [lo + (hi - lo) * i // streams for i in range(1, streams)]
     out = [(f"{ident} < %s", [cuts[0]])]
     out += [(f"{ident} >= %s AND {ident} < %s", [a, b]) for a, b in zip(cuts, cuts[1:], strict=False)]
     out.append((f"{ident} >= %s", [cuts[-1]]))
-    return out
+    return out, int(n)
 
 
 def _text(v: Any) -> str:
     return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)
 
 
+def run_digest_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
+    """Read one key range of a table back (a streaming SELECT of the stored columns) and sum its row hashes."""
+    settings = settings or MySQLSettings.from_spec(spec)
+    database, table, columns = spec["database"], spec["table"], spec["columns"]
+    exprs = ", ".join(select_expr(c, quote_ident(c["name"])) for c in columns)
+    sql = f"SELECT {exprs} FROM {table_ref(database, table)}" + (f" WHERE {spec['where']}" if spec["where"] else "")
+    total, count = 0, 0
+    conn = settings.connect_raw()
+    try:
+        for batch, n in fetch_batches(conn, sql, list(spec["params"]), columns, ctx):
+            total += hash_sum(row_hashes(batch, columns))
+            count += n
+            ctx.advance(n, 0)
+    except pymysql.MySQLError as e:
+        t = translate(e, f"reading back {database}.{table}")
+        if isinstance(t, BackupctlError):
+            raise t from e
+        raise
+    finally:
+        conn.close()
+    return {"task_id": spec["task_id"], "sum": format(total % (1 << 256), "064x"), "rows": count}
+
+
 def table_digest(settings: MySQLSettings, database: str, table: str, columns: list[dict[str, Any]],
-                 progress: Any = None) -> Digest:
+                 progress: Any = None, aws: AwsContext | None = None, processes: int | None = None) -> Digest:
     """The content digest of a live table: streaming SELECTs of the stored columns, hashed column-wise.
 
     A table with an integer primary key is read as ``READ_BACK_STREAMS``
     key ranges on as many connections at once; the digest is a sum, so the
-    parts add up whatever the split.
+    parts add up whatever the split. From ``READ_BACK_PROCESS_MIN_ROWS`` rows
+    (or when ``processes`` > 1 asks) the ranges run in worker processes.
     """
-    exprs = ", ".join(select_expr(c, quote_ident(c["name"])) for c in columns)
-    base = f"SELECT {exprs} FROM {table_ref(database, table)}"
-    what = f"reading back {database}.{table}"
-
-    def one(where: str, params: list[Any]) -> tuple[int, int]:
-        total, count = 0, 0
-        conn = settings.connect_raw()
-        try:
-            for batch, n in fetch_batches(conn, base + (f" WHERE {where}" if where else ""), params, columns):
-                total += hash_sum(row_hashes(batch, columns))
-                count += n
-                if progress is not None:
-                    progress.advance(n, 0)
-        except pymysql.MySQLError as e:
-            t = translate(e, what)
-            if isinstance(t, BackupctlError):
-                raise t from e
-            raise
-        finally:
-            conn.close()
-        return total, count
-
+    streams = max(READ_BACK_STREAMS, processes or 0)
     conn = settings.connect()
     try:
-        ranges = _digest_ranges(conn, database, table, columns)
+        ranges, rows = _digest_ranges(conn, database, table, columns, streams)
     finally:
         conn.close()
-    if len(ranges) == 1:
-        results = [one(*ranges[0])]
+    specs: list[TaskSpec] = [
+        {"kind": "mysql.digest", "task_id": f"digest-{i:03d}", "mysql": settings.to_dict(),
+         "aws": aws.to_dict() if aws is not None else None, "database": database, "table": table,
+         "columns": columns, "where": where, "params": params}
+        for i, (where, params) in enumerate(ranges)
+    ]
+    ctx = TaskContext(progress=progress)
+    if len(specs) > 1 and (processes or 0) != 1 and (rows >= READ_BACK_PROCESS_MIN_ROWS or (processes or 0) > 1):
+        from backupctl.engines.processes import ProcessEngine
+
+        results = ProcessEngine(len(specs), len(specs)).run(specs, run_digest_task, ctx)
+    elif len(specs) == 1:
+        results = [run_digest_task(specs[0], ctx, settings)]
     else:
-        with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="backupctl-readback") as pool:
-            results = list(pool.map(lambda r: one(*r), ranges))
-    return Digest(sum(t for t, _ in results) % (1 << 256), sum(c for _, c in results))
+        with ThreadPoolExecutor(max_workers=len(specs), thread_name_prefix="backupctl-readback") as pool:
+            results = list(pool.map(lambda sp: run_digest_task(sp, ctx, settings), specs))
+    return Digest(sum(int(r["sum"], 16) for r in results) % (1 << 256), sum(int(r["rows"]) for r in results))
 
 
 # -- key sets, watermarks and increments (docs/adr/0005-mysql-incrementals.md) ----------

@@ -126,3 +126,42 @@ def test_load_csv_quotes_everything_and_writes_null() -> None:
 
 def test_digest_of_no_columns() -> None:
     assert row_hashes(pa.RecordBatch.from_pydict({"x": [1]}).select([]), []) == [hashlib.sha256(b"{}").digest()]
+
+
+def test_float_canonical_is_repr_for_any_double() -> None:
+    """The vectorised float text is Python's ``repr`` for random bit patterns and every edge of its ranges."""
+    import math
+    import random
+    import struct
+
+    from backupctl.formats.parquet import canonical_texts
+
+    rng = random.Random(7)
+    vals: list[float | None] = [struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(20000)]
+    vals += [rng.uniform(-1e6, 1e6) for _ in range(20000)] + [float(rng.randint(-10**15, 10**15)) for _ in range(5000)]
+    for e in range(-8, 18):
+        for m in (1.0, 9.999999999999998, 1.5, 0.9999999999999999):
+            vals += [m * 10.0 ** e, -m * 10.0 ** e, math.nextafter(10.0 ** e, 0), math.nextafter(10.0 ** e, math.inf)]
+    vals += [0.0, -0.0, math.inf, -math.inf, math.nan, 5e-324, -5e-324, 1.7976931348623157e308, None, 1e15, 1e16]
+    got = canonical_texts(pa.array(vals, pa.float64()), {"kind": "float64", "name": "g"}).to_pylist()
+    want = [None if v is None else repr(v) for v in vals]
+    bad = [(v, g, w) for v, g, w in zip(vals, got, want, strict=True) if g != w]
+    assert not bad, bad[:5]
+    f32 = pa.array([0.1, 3.4028234663852886e38, -1.5, None, 16777217.0], pa.float64()).cast(pa.float32(), safe=False)
+    got32 = canonical_texts(f32, {"kind": "float32", "name": "f"}).to_pylist()
+    assert got32 == [None if v is None else repr(float(v)) for v in f32.to_pylist()]
+    assert got32[0] == "0.10000000149011612"
+
+
+def test_hash_sum_and_hashes_array_are_exact() -> None:
+    import random
+
+    from backupctl.formats.parquet import hashes_array
+
+    rng = random.Random(3)
+    hs = [rng.getrandbits(256).to_bytes(32, "big") for _ in range(5000)] + [b"\xff" * 32] * 3000 + [b"\x00" * 32]
+    assert hash_sum(hs) == sum(int.from_bytes(h, "big") for h in hs)
+    assert hash_sum([]) == 0
+    arr = hashes_array(hs)
+    assert arr.type == pa.binary() and arr.to_pylist() == hs
+    assert hashes_array([]).to_pylist() == []
