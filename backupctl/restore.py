@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from backupctl.aws import AwsContext, validate_region
-from backupctl.engines import TaskContext, auto_choice, get_engine, local_or_processes, resolve_engine
+from backupctl.engines import (
+    TaskContext,
+    auto_choice,
+    explicit_processes,
+    get_engine,
+    local_or_processes,
+    resolve_engine,
+)
+from backupctl.engines.processes import WarmWorkers
 from backupctl.errors import (
     Conflict,
     FormatError,
@@ -505,18 +513,29 @@ def _restore_mysql(
             rows += got
         return rows, digest, deleted
 
-    if progress_factory is None:
-        rows, digest, deleted = run(None)
-    else:
-        with progress_factory(f"restore {table}", loaded_rows + tombstones) as progress:
-            rows, digest, deleted = run(progress)
-    verification = "skipped"
     want_rows, want_digest = chain[-1].table_digest
+    # The read-back's worker processes start now and wait through the load (their ~0.7 s start is hidden).
+    read_back_procs = explicit_processes(opts.processes)
+    warm = (WarmWorkers(mysql_source.read_back_processes(want_rows, read_back_procs))
+            if verify_table and mysql_source.read_back_processes(want_rows, read_back_procs) > 1 else None)
+    try:
+        if progress_factory is None:
+            rows, digest, deleted = run(None)
+        else:
+            with progress_factory(f"restore {table}", loaded_rows + tombstones) as progress:
+                rows, digest, deleted = run(progress)
+        live = None
+        if verify_table:
+            say(f"reading back {db}.{table} to verify")
+            live = mysql_source.table_digest(settings, db, table, stored, aws=aws, processes=read_back_procs,
+                                             warm=warm)
+    finally:
+        if warm is not None:
+            warm.close()
+    verification = "skipped"
     if len(chain) > 1 or opts.only_increment:
         digest = want_digest
-    if verify_table:
-        say(f"reading back {db}.{table} to verify")
-        live = mysql_source.table_digest(settings, db, table, stored, aws=aws, processes=opts.processes)
+    if live is not None:
         if live.count != want_rows or live.hexdigest() != want_digest:
             hint = (f" (did it hold snapshot {manifest.parent_id} before?)" if opts.only_increment else "")
             raise VerificationFailed(

@@ -20,7 +20,7 @@ from typing import Any
 
 from backupctl.aws import AwsContext, validate_region
 from backupctl.engines import TaskContext, auto_choice, local_or_processes, resolve_engine
-from backupctl.engines.processes import WorkerSetup
+from backupctl.engines.processes import WarmWorkers, WorkerSetup
 from backupctl.errors import Conflict, InvalidInput, NotFound
 from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, combine_hex
 from backupctl.leases import Lease, describe_owner, lease_alive
@@ -550,15 +550,42 @@ def snapshot_mysql(
     aws.check_credentials()
     if opts.mode == "incremental":
         return _snapshot_mysql_incremental(aws, opts, settings, source, progress_factory, on_event)
-    say = on_event or (lambda _m: None)
     conn = settings.connect()
+    warm: WarmWorkers | None = None
     try:
         info = mysql_source.describe_table(conn, settings.database, opts.table)
+        warm = _warm_workers(opts, info)
         repo = Repository.open(aws, opts.target_region, opts.repo_uri, create=True, write=write_options(opts))
         bounds = mysql_source.chunk_bounds(conn, info, opts.chunk_rows)
         now = mysql_source.server_now(conn)
+    except BaseException:
+        if warm is not None:
+            warm.close()
+        raise
     finally:
         conn.close()
+    try:
+        return _snapshot_mysql_full(aws, opts, settings, source, info, repo, bounds, now, warm, progress_factory,
+                                    on_event)
+    finally:
+        if warm is not None:
+            warm.close()
+
+
+def _warm_workers(opts: MySQLSnapshotOptions, info: Any) -> WarmWorkers | None:
+    """Worker processes started while the driver computes chunk bounds, when the run will want them."""
+    est_chunks = max(1, (info.rows_estimate or 0) // max(1, opts.chunk_rows) + 1)
+    engine_name, processes, _why = resolve_engine(opts.engine, opts.processes, "mysql", info.rows_estimate, est_chunks)
+    if engine_name != "local" or processes < 2 or not info.primary_key:
+        return None
+    return WarmWorkers(min(processes, est_chunks))
+
+
+def _snapshot_mysql_full(aws: AwsContext, opts: MySQLSnapshotOptions, settings: Any, source: dict[str, Any],
+                         info: Any, repo: Repository, bounds: Any, now: Any, warm: WarmWorkers | None,
+                         progress_factory: Callable[[str, int | None], Any] | None,
+                         on_event: Callable[[str], None] | None) -> SnapshotResult:
+    say = on_event or (lambda _m: None)
     chunks = len(bounds) + 1
     if not info.primary_key:
         say(f"warning: table {opts.table} has no primary key: only full snapshots are possible "
@@ -585,6 +612,7 @@ def snapshot_mysql(
                 "consistency": opts.consistency, "aws": aws.to_dict()},
         before=(lambda: mysql_source.lock_table(settings, settings.database, opts.table)) if consistent else None,
         after=mysql_source.unlock_table if consistent else None,
+        warm=warm,
     ) if processes > 1 else None
     plan = ExportPlan(
         kind="mysql",

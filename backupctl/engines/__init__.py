@@ -113,6 +113,11 @@ def auto_choice(kind: str, rows: int | None, tasks: int) -> tuple[str, int, str]
     return "local", 1, f"{why}: local engine, threads"
 
 
+def explicit_processes(processes: int | None) -> int | None:
+    """The worker processes a run was asked for: ``processes`` if given, else ``--processes``, else None."""
+    return processes if processes is not None else _settings["processes"]
+
+
 def resolve_engine(engine: str, processes: int | None, kind: str, rows: int | None,
                    tasks: int) -> tuple[str, int, str | None]:
     """(engine, worker processes, why auto chose) for a run: ``--engine auto`` resolved by ``auto_choice``;
@@ -120,6 +125,6 @@ def resolve_engine(engine: str, processes: int | None, kind: str, rows: int | No
     processes for big MySQL tables, threads otherwise)."""
     auto_name, auto_procs, auto_why = auto_choice(kind, rows, tasks)
     name, why = (auto_name, auto_why) if engine == "auto" else (engine, None)
-    explicit = processes if processes is not None else _settings["processes"]
+    explicit = explicit_processes(processes)
     procs = explicit if explicit is not None else auto_procs
     return name, (procs if name == "local" and tasks > 1 else 1), why

@@ -683,18 +683,19 @@ READ_BACK_PROCESS_MIN_ROWS = 300_000
 
 
 def _digest_ranges(conn: Any, database: str, table: str, columns: list[dict[str, Any]], streams: int,
-                   ) -> tuple[list[tuple[str, list[Any]]], int]:
-    """WHERE clauses splitting a table by its integer primary key into ``streams`` value ranges, and its rows
-    (-1 when not counted)."""
+                   min_split_rows: int = READ_BACK_SPLIT_ROWS) -> tuple[list[tuple[str, list[Any]]], int]:
+    """WHERE clauses splitting a table by the leading column of its primary key, when an integer, into
+    ``streams`` value ranges, and its rows (-1 when not counted)."""
     pk = [r[0] for r in run_sql(
         conn, "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
         "AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", (database, table))]
     kinds = {c["name"]: c["kind"] for c in columns}
-    if len(pk) != 1 or kinds.get(_text(pk[0])) not in ("int", "uint") or streams < 2:
+    # ranges of the leading key column split any key that starts with an integer (disjoint, and together all rows)
+    if not pk or kinds.get(_text(pk[0])) not in ("int", "uint") or streams < 2:
         return [("", [])], -1
     ident = quote_ident(_text(pk[0]))
     lo, hi, n = run_sql(conn, f"SELECT MIN({ident}), MAX({ident}), COUNT(*) FROM {table_ref(database, table)}", ())[0]
-    if lo is None or int(n) < READ_BACK_SPLIT_ROWS:
+    if lo is None or int(n) < min_split_rows:
         return [("", [])], int(n)
     lo, hi = int(lo), int(hi)
     cuts = [lo + (hi - lo) * i // streams for i in range(1, streams)]
@@ -731,19 +732,30 @@ def run_digest_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | 
     return {"task_id": spec["task_id"], "sum": format(total % (1 << 256), "064x"), "rows": count}
 
 
+def read_back_processes(rows: int, processes: int | None) -> int:
+    """How many worker processes ``table_digest`` uses for a table of about ``rows`` rows (1: threads)."""
+    if processes is not None:
+        return max(1, processes)
+    return READ_BACK_STREAMS if rows >= READ_BACK_PROCESS_MIN_ROWS else 1
+
+
 def table_digest(settings: MySQLSettings, database: str, table: str, columns: list[dict[str, Any]],
-                 progress: Any = None, aws: AwsContext | None = None, processes: int | None = None) -> Digest:
+                 progress: Any = None, aws: AwsContext | None = None, processes: int | None = None,
+                 warm: Any = None) -> Digest:
     """The content digest of a live table: streaming SELECTs of the stored columns, hashed column-wise.
 
     A table with an integer primary key is read as ``READ_BACK_STREAMS``
     key ranges on as many connections at once; the digest is a sum, so the
     parts add up whatever the split. From ``READ_BACK_PROCESS_MIN_ROWS`` rows
-    (or when ``processes`` > 1 asks) the ranges run in worker processes.
+    (or when ``processes`` > 1 asks) the ranges run in worker processes
+    (``warm``: ``engines.processes.WarmWorkers`` started earlier, if any).
     """
     streams = max(READ_BACK_STREAMS, processes or 0)
     conn = settings.connect()
     try:
-        ranges, rows = _digest_ranges(conn, database, table, columns, streams)
+        # --processes N (N > 1) asks for N streams whatever the size; otherwise small tables are one stream
+        ranges, rows = _digest_ranges(conn, database, table, columns, streams,
+                                      0 if (processes or 0) > 1 else READ_BACK_SPLIT_ROWS)
     finally:
         conn.close()
     specs: list[TaskSpec] = [
@@ -753,10 +765,11 @@ def table_digest(settings: MySQLSettings, database: str, table: str, columns: li
         for i, (where, params) in enumerate(ranges)
     ]
     ctx = TaskContext(progress=progress)
-    if len(specs) > 1 and (processes or 0) != 1 and (rows >= READ_BACK_PROCESS_MIN_ROWS or (processes or 0) > 1):
-        from backupctl.engines.processes import ProcessEngine
+    if len(specs) > 1 and read_back_processes(rows, processes) > 1:
+        from backupctl.engines.processes import ProcessEngine, WorkerSetup
 
-        results = ProcessEngine(len(specs), len(specs)).run(specs, run_digest_task, ctx)
+        setup = WorkerSetup(init=None, warm=warm) if warm is not None else None
+        results = ProcessEngine(len(specs), len(specs), setup).run(specs, run_digest_task, ctx)
     elif len(specs) == 1:
         results = [run_digest_task(specs[0], ctx, settings)]
     else:

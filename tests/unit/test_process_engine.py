@@ -59,3 +59,34 @@ def test_an_init_failure_stops_before_any_task_and_runs_after() -> None:
         ProcessEngine(workers=2, processes=2, setup=setup).run(specs("test.square", 3), lambda s, c: {},
                                                               TaskContext())
     assert held == ["lock"]  # the driver's lock is released even when a worker cannot start
+
+
+def test_warm_workers_are_used_once_and_extra_ones_exit() -> None:
+    from backupctl.engines.processes import WarmWorkers
+
+    warm = WarmWorkers(3)
+    setup = WorkerSetup(init="tests.unit.process_tasks:register", warm=warm)
+    out = ProcessEngine(workers=2, processes=2, setup=setup).run(specs("test.square", 6), lambda s, c: {},
+                                                                TaskContext())
+    assert [r["y"] for r in out] == [i * i for i in range(6)]
+    assert {r["pid"] for r in out} <= {p.pid for p in warm.procs[:2]}  # the warm processes did the work
+    assert warm.taken
+    for p in warm.procs:
+        p.join(timeout=10)
+        assert not p.is_alive()  # the two used were shut down by the run, the third exited on None
+    # a second run with the same setup starts fresh workers (warm ones are used once)
+    again = ProcessEngine(workers=2, processes=2, setup=setup).run(specs("test.square", 2), lambda s, c: {},
+                                                                  TaskContext())
+    assert [r["y"] for r in again] == [0, 1]
+    assert not {r["pid"] for r in again} & {p.pid for p in warm.procs}
+
+
+def test_warm_workers_no_run_took_are_stopped_by_close() -> None:
+    from backupctl.engines.processes import WarmWorkers
+
+    warm = WarmWorkers(2)
+    warm.close()
+    for p in warm.procs:
+        p.join(timeout=10)
+        assert not p.is_alive() and p.exitcode == 0
+    warm.close()  # idempotent
