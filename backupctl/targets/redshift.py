@@ -68,6 +68,8 @@ RUNS_PREFIX = "runs/redshift/"
 COPY_BATCH_ROWS = 5_000  # DynamoDB items per batch (row-wise COPY text format)
 CSV_BATCH_ROWS = 16_384  # MySQL rows per Arrow batch / CSV chunk: small enough that client and server overlap
 READBACK_BYTES = 8 << 20  # CSV bytes of the read-back parsed at a time
+READBACK_PROCESSES = 2  # worker processes hashing the read-back of a big MySQL-sourced table
+READBACK_PROCESS_MIN_ROWS = 300_000  # below this, hashed in the driver (a worker's start costs ~0.7 s)
 _COPY_LINE_RE = re.compile(r"COPY \S+, line (\d+)(?:, column ([^:]+))?")
 
 
@@ -291,6 +293,7 @@ def restore(
         readers.hold(repo, [(link.snapshot_id, link.prefix) for link in links])  # prune keeps the chain
     repo.check_parts((link.prefix, link.parts + link.tombstones) for link in links)  # before any write
     conn = settings.connect()
+    pool: HashPool | None = None
     try:
         exists, empty = _target_state(conn, settings, plan)
         say(f"loading into {settings.describe()} (backend pid {conn.info.backend_pid})")
@@ -305,20 +308,25 @@ def restore(
             say(f"writing {repo.store.url(key)}")
             repo.store.put_json(key, doc)
         total = loaded_rows + sum(link.deleted for link in links)
+        # The read-back's hashing processes start now and wait through the load (~0.7 s start hidden).
+        pool = (HashPool(READBACK_PROCESSES) if readback and plan.source_kind == "mysql"
+                and want_rows >= READBACK_PROCESS_MIN_ROWS else None)
         if progress_factory is None:
             loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, None, say, readback)
-            result_rb = _verify(conn, settings, plan, schema_doc, readback, want_rows, want_digest, say)
+            result_rb = _verify(conn, settings, plan, schema_doc, readback, want_rows, want_digest, say, pool)
             _commit(conn, settings)
         else:
             with progress_factory(f"restore {schema}.{table}", total) as progress:
                 loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, progress, say, readback)
-                result_rb = _verify(conn, settings, plan, schema_doc, readback, want_rows, want_digest, say)
+                result_rb = _verify(conn, settings, plan, schema_doc, readback, want_rows, want_digest, say, pool)
                 _commit(conn, settings)
     except BaseException:
         _rollback(conn)
         raise
     finally:
         conn.close()
+        if pool is not None:
+            pool.close()
 
     table_rows, digest = result_rb
     if digest is not None:
@@ -694,35 +702,80 @@ def _copy_out_chunks(conn: psycopg.Connection[Any], sql: str) -> Iterator[bytes]
         yield b"".join(pending)
 
 
-def _readback_mysql(conn: psycopg.Connection[Any], plan: TablePlan, stored: list[dict[str, Any]]) -> Digest:
-    """The ``mysql-row-v1`` digest of the target table, read back with COPY TO and parsed column-wise."""
+def hash_csv_chunk(data: bytes, stored: list[dict[str, Any]]) -> tuple[int, int]:
+    """(sum of row hashes, rows) of one chunk of read-back CSV (``_readback_sql``); runs in a worker process too."""
     names = [c["name"] for c in stored]
     read_opts = pacsv.ReadOptions(column_names=[f"c{i}" for i in range(len(stored))])
     parse_opts = pacsv.ParseOptions(newlines_in_values=True)
     convert_opts = pacsv.ConvertOptions(column_types={f"c{i}": pa.string() for i in range(len(stored))},
                                         strings_can_be_null=True, quoted_strings_can_be_null=False,
                                         null_values=[""])
-    total, count = 0, 0
+    table = pacsv.read_csv(pa.py_buffer(data), read_options=read_opts, parse_options=parse_opts,
+                           convert_options=convert_opts)
+    arrays = [_from_pg_text(table.column(i).combine_chunks(), col) for i, col in enumerate(stored)]
+    batch = pa.RecordBatch.from_arrays(arrays, names=names)
+    return hash_sum(row_hashes(batch, stored)), batch.num_rows
 
+
+def _noop() -> None:
+    return None
+
+
+class HashPool:
+    """Worker processes that hash read-back chunks while the driver reads the next ones off the connection.
+
+    The read-back must run on the restore's own connection (the rows are not committed yet), so
+    it is one stream; parsing and hashing it (~2.5 us a row of Python) is what gets spread over cores.
+    """
+
+    def __init__(self, processes: int) -> None:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.processes = max(1, processes)
+        self.ex = ProcessPoolExecutor(max_workers=self.processes, mp_context=mp.get_context("spawn"))
+        for _ in range(self.processes):
+            self.ex.submit(_noop)  # start the workers now
+
+    def close(self) -> None:
+        self.ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _readback_mysql(conn: psycopg.Connection[Any], plan: TablePlan, stored: list[dict[str, Any]],
+                    pool: HashPool | None = None) -> Digest:
+    """The ``mysql-row-v1`` digest of the target table, read back with COPY TO and parsed column-wise
+    (chunks hashed in ``pool``'s processes when given, a bounded number in flight)."""
+    from collections import deque
+
+    total, count = 0, 0
     # Session settings the text depends on, for this transaction only: ISO dates, shortest-exact floats.
     conn.execute("SET LOCAL datestyle TO 'ISO, YMD'")
     conn.execute("SET LOCAL extra_float_digits TO 1")
     chunks = prefetch(_copy_out_chunks(conn, _readback_sql(plan, stored)), depth=2)  # read while hashing
+    inflight: deque[Any] = deque()
     try:
         for data in chunks:
-            table = pacsv.read_csv(pa.py_buffer(data), read_options=read_opts, parse_options=parse_opts,
-                                   convert_options=convert_opts)
-            arrays = [_from_pg_text(table.column(i).combine_chunks(), col) for i, col in enumerate(stored)]
-            batch = pa.RecordBatch.from_arrays(arrays, names=names)
-            total += hash_sum(row_hashes(batch, stored))
-            count += batch.num_rows
+            if pool is None:
+                s, n = hash_csv_chunk(data, stored)
+                total, count = total + s, count + n
+                continue
+            inflight.append(pool.ex.submit(hash_csv_chunk, data, stored))
+            while len(inflight) > 2 * pool.processes:
+                s, n = inflight.popleft().result()
+                total, count = total + s, count + n
+        while inflight:
+            s, n = inflight.popleft().result()
+            total, count = total + s, count + n
     finally:
         chunks.close()
+        for f in inflight:
+            f.cancel()
     return Digest(total % (1 << 256), count)
 
 
 def _verify(conn: psycopg.Connection[Any], settings: PgSettings, plan: TablePlan, schema_doc: dict[str, Any],
-            table_level: bool, want_rows: int, want_digest: str, say: Callable[[str], None]) -> tuple[int, str | None]:
+            table_level: bool, want_rows: int, want_digest: str, say: Callable[[str], None],
+            pool: HashPool | None = None) -> tuple[int, str | None]:
     """(rows in the target, read-back digest or None), inside the transaction, before COMMIT.
 
     On the stand-in the target is read back and digested like the source
@@ -742,7 +795,7 @@ def _verify(conn: psycopg.Connection[Any], settings: PgSettings, plan: TablePlan
                 for (text,) in cur.stream(f"SELECT CAST({quote_ident(rsql.ITEM_COLUMN)} AS TEXT) FROM {plan.ref}"):
                     digest.add_hash(item_hash(decode_line(b'{"Item":' + text.encode() + b"}")))
         else:
-            digest = _readback_mysql(conn, plan, [c for c in schema_doc["columns"] if not c["generated"]])
+            digest = _readback_mysql(conn, plan, [c for c in schema_doc["columns"] if not c["generated"]], pool)
     except psycopg.Error as e:
         raise translate(e, what) from e
     if digest.count != want_rows or digest.hexdigest() != want_digest:

@@ -21,7 +21,7 @@ import pymysql
 import pytest
 
 from backupctl.aws import AwsContext
-from backupctl.errors import DataPathError, InvalidInput
+from backupctl.errors import DataPathError, InvalidInput, VerificationFailed
 from backupctl.restore import RedshiftRestoreOptions, restore_redshift
 from backupctl.snapshot import MySQLSnapshotOptions, snapshot_mysql
 from tests.integration.helpers import one_json
@@ -458,3 +458,37 @@ def test_threads_do_not_share_state(aws: AwsContext, cli, srcdb: str, schema: st
     for t in ts:
         t.join()
     assert out["p1"]["table_rows"] == out["p2"]["table_rows"] == 50
+
+
+def test_read_back_hashed_in_worker_processes(aws: AwsContext, srcdb: str, schema: str, repo: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big table's read-back is hashed in worker processes (here forced, and in small chunks so several are
+    in flight): the same digest as the snapshot; a tampered target still fails verification and rolls back."""
+    import backupctl.targets.redshift as rs
+
+    monkeypatch.setattr(rs, "READBACK_PROCESS_MIN_ROWS", 0)
+    monkeypatch.setattr(rs, "READBACK_BYTES", 2000)
+    mysql_sql(srcdb, TYPES_DDL)
+    mysql_sql(srcdb, f"INSERT INTO types ({', '.join(TYPES_COLS)}) VALUES ({', '.join(['%s'] * len(TYPES_COLS))})",
+              many=TYPES_ROWS + [(i,) + TYPES_ROWS[1][1:] for i in range(10, 200)])
+    snap = snapshot(aws, srcdb, "types", repo)
+    res = restore(aws, snap["snapshot_id"], repo, schema, "pooled")
+    assert res["verification"] == "table" and res["digest"] == snap["digest"] and res["table_rows"] == 193
+    # a read-back whose digest differs (one chunk's sum off by one) fails and rolls the new table back
+    with pg() as c:
+        c.execute(f"DROP TABLE {ref(schema, 'pooled')}")
+    calls: list[int] = []
+    real = rs.hash_csv_chunk
+
+    def tampered(data: bytes, stored: list[dict[str, Any]]) -> tuple[int, int]:
+        calls.append(1)
+        s, n = real(data, stored)
+        return s + 1, n
+
+    monkeypatch.setattr(rs, "READBACK_PROCESS_MIN_ROWS", 10**9)  # driver path: the patched function is used
+    monkeypatch.setattr(rs, "hash_csv_chunk", tampered)
+    with pytest.raises(VerificationFailed, match="nothing was committed"):
+        restore(aws, snap["snapshot_id"], repo, schema, "pooled")
+    assert calls
+    with pg() as c:
+        assert c.execute("SELECT to_regclass(%s)", (ref(schema, "pooled"),)).fetchone()[0] is None
