@@ -732,10 +732,13 @@ class HashPool:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
+        from backupctl.engines.processes import light_main
+
         self.processes = max(1, processes)
         self.ex = ProcessPoolExecutor(max_workers=self.processes, mp_context=mp.get_context("spawn"))
-        for _ in range(self.processes):
-            self.ex.submit(_noop)  # start the workers now
+        with light_main():
+            for _ in range(self.processes):
+                self.ex.submit(_noop)  # start the workers now
 
     def close(self) -> None:
         self.ex.shutdown(wait=True, cancel_futures=True)
