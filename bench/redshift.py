@@ -8,7 +8,7 @@ bytes a row) on the local MariaDB, takes a ``backupctl snapshot`` of it into the
 1. ``backupctl restore ID --to postgres://.../bench_redshift --table public.t`` into an absent table
    (the default: OVERWRITE_EXISTING, verification on: the table is read back and its content digest
    compared with the snapshot's inside the transaction);
-2. the same with ``--no-verify`` (parts' sha256, row counts and per-part digests still checked);
+2. the same with ``--no-verify`` (parts' sha256 and row counts still checked, no row hashing);
 3. the same restore again onto the now full table (OVERWRITE_EXISTING through the staging table and
    DELETE ... USING + INSERT: the merge path, re-run idempotently);
 4. the limit on the stand-in: ``psql -c "\\copy t_copy FROM 't.csv' CSV"`` of the same rows (the CSV is

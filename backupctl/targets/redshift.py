@@ -301,6 +301,9 @@ def restore(
         # With a read-back the table's digest is compared with the snapshot's: re-deriving every part's
         # digest while loading would prove the same thing twice (parts' sha256 are still checked).
         readback = opts.verify and table_level and dialect == "postgres"
+        # MySQL parts' rows are hashed while loading only when their digests are the verification
+        # (docs/adr/0015); --no-verify checks each part's sha256 and row count, nothing more.
+        hash_parts = opts.verify and not readback
         steps = build_steps(plan, links, mode, dialect, repo.store, iam_role,
                             verify_rows=want_rows if table_level else None,
                             direct=table_level and dialect == "postgres" and plan.source_kind == "mysql")
@@ -312,12 +315,12 @@ def restore(
         pool = (HashPool(READBACK_PROCESSES) if readback and plan.source_kind == "mysql"
                 and want_rows >= READBACK_PROCESS_MIN_ROWS else None)
         if progress_factory is None:
-            loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, None, say, readback)
+            loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, None, say, hash_parts)
             result_rb = _verify(conn, settings, plan, schema_doc, readback, want_rows, want_digest, say, pool)
             _commit(conn, settings)
         else:
             with progress_factory(f"restore {schema}.{table}", total) as progress:
-                loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, progress, say, readback)
+                loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, progress, say, hash_parts)
                 result_rb = _verify(conn, settings, plan, schema_doc, readback, want_rows, want_digest, say, pool)
                 _commit(conn, settings)
     except BaseException:
@@ -400,7 +403,7 @@ def _commit(conn: psycopg.Connection[Any], settings: PgSettings) -> None:
 
 def _run(conn: psycopg.Connection[Any], settings: PgSettings, steps: list[Step], plan: TablePlan, links: list[Link],
          store: S3Store, schema_doc: dict[str, Any], progress: Any, say: Callable[[str], None],
-         readback: bool = False) -> Loaded:
+         hash_parts: bool = True) -> Loaded:
     loaded = Loaded()
     for step in steps:
         if step.kind == "commit":
@@ -413,7 +416,7 @@ def _run(conn: psycopg.Connection[Any], settings: PgSettings, steps: list[Step],
                 parts = link.parts if step.parts == "data" else link.tombstones
                 if plan.source_kind == "mysql":
                     loaded.part_digests += _copy_mysql_parts(conn, step, plan, link, store, schema_doc, progress, say,
-                                                              hash_rows=not readback)
+                                                              hash_rows=hash_parts)
                     continue
                 for part in parts:
                     msg = f"{link.snapshot_id}: loading {step.parts} part {part['key']}"
