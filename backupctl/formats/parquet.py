@@ -695,6 +695,51 @@ LOAD_FORMAT = ("CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOS
                "LINES TERMINATED BY '\\n'")
 
 
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_HEX_PAIRS = np.stack([_HEX_DIGITS[np.arange(256) >> 4], _HEX_DIGITS[np.arange(256) & 15]], axis=1)
+_UNHEX = np.full(256, 255, dtype=np.uint8)
+_UNHEX[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
+_UNHEX[np.frombuffer(b"ABCDEF", dtype=np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+
+
+def _flat(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, Any]:
+    """(offsets from 0, data bytes, validity buffer) of a binary/string array, at offset 0."""
+    if arr.offset:
+        arr = pa.concat_arrays([arr])
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int32)[: len(arr) + 1]
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    return offsets - offsets[0], data[offsets[0]:offsets[-1]], bufs[0]
+
+
+def hex_texts(arr: pa.Array, prefix: str = "") -> pa.Array:
+    """Lower-case hex of every value of a binary array, after ``prefix`` (nulls stay null), without a Python loop."""
+    n = len(arr)
+    if n == 0:
+        return pa.array([], pa.string())
+    offsets, data, validity = _flat(arr)
+    hexed = _HEX_PAIRS[data].reshape(-1)
+    text = pa.Array.from_buffers(pa.string(), n, [validity, pa.py_buffer((offsets * 2).astype(np.int32)),
+                                                  pa.py_buffer(hexed)], null_count=arr.null_count)
+    return pc.binary_join_element_wise(prefix, text, "") if prefix else text
+
+
+def unhex_binary(arr: pa.Array, prefix_len: int = 0) -> pa.Array:
+    """The bytes of every hex text of a string array (after ``prefix_len`` characters); bad hex raises FormatError."""
+    n = len(arr)
+    if n == 0:
+        return pa.array([], pa.binary())
+    if prefix_len:
+        arr = pc.utf8_slice_codeunits(arr, prefix_len)
+    offsets, data, validity = _flat(arr)
+    nibbles = _UNHEX[data]
+    if (offsets & 1).any() or (nibbles == 255).any():
+        raise FormatError("a binary value read back is not hex text")
+    raw = (nibbles[0::2] << 4) | nibbles[1::2]
+    return pa.Array.from_buffers(pa.binary(), n, [validity, pa.py_buffer((offsets // 2).astype(np.int32)),
+                                                  pa.py_buffer(raw.astype(np.uint8))], null_count=arr.null_count)
+
+
 def _plain_decimal(arr: pa.Array, scale: int) -> pa.Array:
     """Decimal values as plain text (``-12.50``), never Arrow's scientific notation."""
     unscaled = pc.cast(arr.view(pa.decimal256(76, 0)), pa.string())
@@ -713,7 +758,7 @@ def load_texts(arr: pa.Array, col: dict[str, Any]) -> pa.Array:
     if kind in ("string", "json"):
         return arr
     if kind == "binary":
-        return pa.array([None if v is None else v.hex() for v in arr.to_pylist()], pa.string())
+        return hex_texts(arr)
     if kind == "decimal":
         return _plain_decimal(arr, int(col.get("scale") or 0))
     if kind == "timestamp":

@@ -51,9 +51,11 @@ from backupctl.formats.dynamodb_json import Digest, combine_hex, decode_line, it
 from backupctl.formats.parquet import (
     arrow_type,
     hash_sum,
+    hex_texts,
     iter_part_batches,
     load_texts,
     row_hashes,
+    unhex_binary,
 )
 from backupctl.leases import ReaderLeases
 from backupctl.model import check_snapshot_id
@@ -520,7 +522,7 @@ def _pg_texts(arr: pa.Array, col: dict[str, Any], c: Column, direct: bool) -> pa
     if c.convert == "bool" and direct:
         return pc.if_else(pc.not_equal(arr, 0), "t", "f")
     if kind == "binary":
-        return pa.array([None if v is None else "\\x" + v.hex() for v in arr.to_pylist()], pa.string())
+        return hex_texts(arr, "\\x")
     if kind == "timestamp":
         return pc.binary_join_element_wise(pc.cast(arr.view(pa.timestamp("us")), pa.string()), "+00", "")
     if kind == "time":
@@ -664,7 +666,7 @@ def _from_pg_text(arr: pa.Array, col: dict[str, Any]) -> pa.Array:
     kind = col["kind"]
     want = arrow_type(col)
     if kind == "binary":
-        return pa.array([None if v is None else bytes.fromhex(v) for v in arr.to_pylist()], want)
+        return unhex_binary(arr).cast(want)
     if kind in ("string", "json"):
         return arr
     if kind == "time":

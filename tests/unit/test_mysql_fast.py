@@ -165,3 +165,24 @@ def test_hash_sum_and_hashes_array_are_exact() -> None:
     arr = hashes_array(hs)
     assert arr.type == pa.binary() and arr.to_pylist() == hs
     assert hashes_array([]).to_pylist() == []
+
+
+def test_hex_texts_and_unhex_binary_round_trip() -> None:
+    import pytest
+
+    from backupctl.errors import FormatError
+    from backupctl.formats.parquet import hex_texts, unhex_binary
+
+    vals = [b"\x00\xff", None, b"", bytes(range(256)), b"abc", None]
+    arr = pa.array(vals, pa.binary())
+    assert hex_texts(arr).to_pylist() == [None if v is None else v.hex() for v in vals]
+    assert hex_texts(arr, "\\x").to_pylist() == [None if v is None else "\\x" + v.hex() for v in vals]
+    assert hex_texts(arr.slice(3, 2)).to_pylist() == [bytes(range(256)).hex(), "616263"]
+    assert hex_texts(arr.slice(0, 0)).to_pylist() == []
+    texts = pa.array([None if v is None else v.hex() for v in vals], pa.string())
+    assert unhex_binary(texts).to_pylist() == vals
+    assert unhex_binary(texts.slice(2, 3)).to_pylist() == vals[2:5]
+    assert unhex_binary(pa.array(["ABff"], pa.string())).to_pylist() == [b"\xab\xff"]
+    for bad in ("abc", "zz"):
+        with pytest.raises(FormatError):
+            unhex_binary(pa.array([bad], pa.string()))
