@@ -17,6 +17,8 @@ and measures, each with the wall clock around a subprocess:
    the snapshot of step 1; other sizes get their own table, dropped afterwards).
 
 Every copy is checked (row count and CHECKSUM TABLE against the source) before its figure is used.
+Steps 1-4 run --repeat times (default 3), the rounds interleaved, and each figure is the median of its
+runs: on this 2-core VM the same command's time drifts by up to 1.7x between runs.
 It prints a table (tool, seconds, rows/s) and the ratios against the targets:
 
 * snapshot rows/s / mydumper rows/s           >= 1.0
@@ -45,6 +47,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -372,12 +375,17 @@ class Bench:
             self.errors[name] = fail
             log(f"{name}: FAILED ({fail})")
             return None
-        r = {"seconds": round(run.wall_s, 3), "rows": rows, "rows_per_s": round(rate(rows, run.wall_s) or 0, 1),
-             "command": run.cmd, **extra}
+        # With --repeat a name is recorded once a round; its figure is the median of its runs.
+        r = self.results.get(name) if name in self.results and self.results[name].get("rows") == rows else None
+        r = r or {"rows": rows, "command": run.cmd, "runs": []}
+        r["runs"].append(round(run.wall_s, 3))
+        r["seconds"] = round(statistics.median(r["runs"]), 3)
+        r["rows_per_s"] = round(rate(rows, r["seconds"]) or 0, 1)
+        r.update(extra)
         if run.rss_mb is not None:
-            r["peak_rss_mb"] = round(run.rss_mb, 1)
+            r["peak_rss_mb"] = round(max(run.rss_mb, r.get("peak_rss_mb", 0)), 1)
         self.results[name] = r
-        log(f"{name}: {run.wall_s:.2f}s, {r['rows_per_s']:,.0f} rows/s"
+        log(f"{name} (run {len(r['runs'])}): {run.wall_s:.2f}s, {rate(rows, run.wall_s) or 0:,.0f} rows/s"
             + (f", peak RSS {run.rss_mb:.0f} MiB" if run.rss_mb is not None else ""))
         return r
 
@@ -541,23 +549,25 @@ class Bench:
     def run(self) -> None:
         try:
             self.setup()
-            self.raw_read()
-            self.mysqldump()
-            dump = self.mydumper()
-            if dump:
-                self.myloader(dump)
-                shutil.rmtree(dump, ignore_errors=True)
-            self.raw_write()
             with EmbeddedEndpoint() as ep:
                 env = dict(self.env)
                 env.update(DUMMY_CREDENTIALS)
                 env["BACKUPCTL_ENDPOINT_URL"] = ep.url
                 log(f"moto server at {ep.url}")
-                sid = self.snapshot(env, TABLE, self.rows, "backupctl snapshot")
-                if sid:
-                    self.restore(env, sid)
-                else:
-                    self.errors["backupctl restore"] = "skipped: the snapshot failed"
+                # --repeat rounds, interleaved so that drift in the machine's speed hits every tool alike
+                for _ in range(self.args.repeat):
+                    self.raw_read()
+                    self.mysqldump()
+                    dump = self.mydumper()
+                    if dump:
+                        self.myloader(dump)
+                        shutil.rmtree(dump, ignore_errors=True)
+                    self.raw_write()
+                    sid = self.snapshot(env, TABLE, self.rows, "backupctl snapshot")
+                    if sid:
+                        self.restore(env, sid)
+                    else:
+                        self.errors["backupctl restore"] = "skipped: the snapshot failed"
                 if not self.args.skip_rss:
                     self.rss_sizes(env)
         finally:
@@ -615,12 +625,12 @@ def print_table(doc: dict[str, Any]) -> None:
     print(f"backupctl code: {code.get('package')} (git HEAD {code.get('git_head', 'none')[:12]}, "
           f"uncommitted changes: {code.get('uncommitted_changes_in_backupctl', '?')}, "
           f"py sha256 {code.get('sha256_of_py_files', '?')[:12]})")
-    print("single run; other jobs were sharing the machine, so timings are noisy\n")
+    print(f"figures: medians of {doc.get('repeat', 1)} interleaved rounds (runs in the notes)\n")
     rows = [("tool", "seconds", "rows/s", "peak RSS MiB", "notes")]
     for name, r in res.items():
         if not isinstance(r, dict) or "seconds" not in r or name == "generate":
             continue
-        notes = []
+        notes = [f"runs {', '.join(f'{x:.2f}' for x in r['runs'])}"] if len(r.get("runs", [])) > 1 else []
         if "data_files" in r:
             notes.append(f"{r['data_files']} data files")
         for k in ("output_mb", "parquet_mb", "tsv_mb"):
@@ -661,6 +671,8 @@ def print_table(doc: dict[str, Any]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows in the benchmark table (default 1,000,000)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds of every measured command, interleaved; figures are medians (default 3)")
     ap.add_argument("--rss-rows", default="1000000,3000000",
                     help="comma-separated table sizes for the snapshot peak-RSS comparison")
     ap.add_argument("--skip-rss", action="store_true", help="skip the RSS-by-size snapshots")
@@ -706,6 +718,7 @@ def main() -> int:
     doc = {
         "date": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
         "rows": args.rows,
+        "repeat": args.repeat,
         "rss_rows": args.rss_rows,
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
