@@ -40,7 +40,7 @@ from backupctl.errors import (
     SnapshotNotFound,
     VerificationFailed,
 )
-from backupctl.formats.dynamodb_json import combine_hex
+from backupctl.formats.dynamodb_json import Digest, combine_hex
 from backupctl.leases import ReaderLeases
 from backupctl.model import Manifest, TaskSpec, check_snapshot_id
 from backupctl.mysql_conn import MySQLSettings, check_identifier, parse_mysql_uri, settings_from_uri
@@ -480,6 +480,13 @@ def _restore_mysql(
     # table held other rows); a table read back whole is compared with the snapshot's table digest,
     # which the parts' sha256 (checked before any write) and that comparison together prove.
     hash_parts = opts.verify and not verify_table
+    # A full snapshot into an empty table: each load task reads its part's key range back as soon as
+    # the part is in (overlapping the other parts' loads), and a final COUNT(*) proves nothing else is
+    # there; the whole-table read-back remains the fallback (docs/adr/0015).
+    range_pk = [c["name"] for c in key_cols]
+    range_check = (verify_table and not opts.only_increment and len(chain) == 1 and chain[0].manifest.mode == "full"
+                   and bool(range_pk) and all(c["kind"] in mysql_source.RANGE_KEY_KINDS for c in key_cols))
+    range_results: list[bool] = []
 
     def load_fn(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
         return mysql_target.run_load_task(spec, ctx, settings)
@@ -501,8 +508,10 @@ def _restore_mysql(
                 aws=aws.to_dict(), settings=settings, manifest_parts=[p.to_dict() for p in m.parts], repo=repo_spec,
                 snapshot_prefix=link.prefix, database=db, table=table, columns=stored,
                 upsert=m.mode == "incremental" or opts.mode == "upsert", hash_rows=hash_parts,
+                verify_range=range_pk if range_check else None,
             )
             results = engine.run(tasks, load_fn, TaskContext(progress=progress))
+            range_results.extend(bool(r.get("range_verified")) for r in results)
             got = sum(int(r["rows"]) for r in results)
             digest = combine_hex(r["digest"] for r in results) if results and hash_parts else m.content_digest
             if got != m.rows or digest != m.content_digest:
@@ -517,7 +526,8 @@ def _restore_mysql(
     # The read-back's worker processes start now and wait through the load (their ~0.7 s start is hidden).
     read_back_procs = explicit_processes(opts.processes)
     warm = (WarmWorkers(mysql_source.read_back_processes(want_rows, read_back_procs))
-            if verify_table and mysql_source.read_back_processes(want_rows, read_back_procs) > 1 else None)
+            if verify_table and not range_check and mysql_source.read_back_processes(want_rows, read_back_procs) > 1
+            else None)
     try:
         if progress_factory is None:
             rows, digest, deleted = run(None)
@@ -525,10 +535,21 @@ def _restore_mysql(
             with progress_factory(f"restore {table}", loaded_rows + tombstones) as progress:
                 rows, digest, deleted = run(progress)
         live = None
-        if verify_table:
+        verified_by = None
+        if range_check and range_results and all(range_results):
+            counted = mysql_target.count_rows(settings, db, table)
+            if counted == want_rows:
+                say(f"verified: every part's key range read back as it loaded, and {db}.{table} holds "
+                    f"{counted:,} rows")
+                live = Digest(int(want_digest, 16), want_rows)
+                verified_by = "part key ranges"
+        elif range_check and range_results:
+            say("a part's key range did not read back as the part: reading the whole table back")
+        if verify_table and live is None:
             say(f"reading back {db}.{table} to verify")
             live = mysql_source.table_digest(settings, db, table, stored, aws=aws, processes=read_back_procs,
                                              warm=warm)
+            verified_by = "table read-back"
     finally:
         if warm is not None:
             warm.close()
@@ -558,6 +579,7 @@ def _restore_mysql(
         "parts": n_parts,
         "digest": digest,
         "verification": verification,
+        "verified_by": verified_by if verification == "table" else None,
         "duration_s": round(time.monotonic() - started, 3),
         "engine": engine.name,
     }

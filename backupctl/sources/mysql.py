@@ -261,6 +261,18 @@ def _after(pk: list[str], values: list[Any], inclusive: bool = False) -> tuple[s
     return "(" + " OR ".join(terms) + ")", params
 
 
+def key_range_where(pk: list[str], first: list[Any], last: list[Any]) -> tuple[str, list[Any]]:
+    """SQL for ``first <= (pk) <= last`` in key order (index-friendly OR forms)."""
+    below, p_below = _after(pk, first)  # (pk) > first
+    eq = "(" + " AND ".join(f"{quote_ident(c)} = %s" for c in pk) + ")"
+    upto, p_upto = _after(pk, last, inclusive=True)  # (pk) <= last
+    return f"(({below} OR {eq}) AND {upto})", [*p_below, *first, *p_upto]
+
+
+# Key kinds whose values, as read from a part, go back to the server as parameters comparing exactly
+RANGE_KEY_KINDS = {"int", "uint", "decimal", "date", "datetime", "string", "binary"}
+
+
 def chunkable(info: TableInfo) -> bool:
     kinds = {c["name"]: c["kind"] for c in info.columns}
     return bool(info.primary_key) and all(kinds.get(k) in CHUNKABLE_KINDS for k in info.primary_key)

@@ -135,6 +135,16 @@ def truncate_table(conn: pymysql.connections.Connection, database: str, table: s
     run_sql(conn, f"TRUNCATE TABLE {table_ref(database, table)}", (), f"truncating {database}.{table}")
 
 
+def count_rows(settings: MySQLSettings, database: str, table: str) -> int:
+    """``SELECT COUNT(*)`` of a table, on a connection of its own."""
+    conn = settings.connect()
+    try:
+        return int(run_sql(conn, f"SELECT COUNT(*) FROM {table_ref(database, table)}", (),
+                           f"counting {database}.{table}")[0][0])
+    finally:
+        conn.close()
+
+
 def is_empty(conn: pymysql.connections.Connection, database: str, table: str) -> bool:
     return not run_sql(conn, f"SELECT 1 FROM {table_ref(database, table)} LIMIT 1", (), f"reading {database}.{table}")
 
@@ -151,12 +161,16 @@ def insert_sql(database: str, table: str, columns: list[dict[str, Any]], upsert:
 def plan_load(*, aws: dict[str, Any], settings: MySQLSettings, manifest_parts: list[dict[str, Any]],
               repo: dict[str, Any], snapshot_prefix: str, database: str, table: str,
               columns: list[dict[str, Any]], upsert: bool, policy: RetryPolicy | None = None,
-              hash_rows: bool = True) -> list[TaskSpec]:
+              hash_rows: bool = True, verify_range: list[str] | None = None) -> list[TaskSpec]:
     """One task per part. Specs hold no password (the local engine passes settings in memory).
 
     ``hash_rows`` off: the parts' rows are not hashed as they load (the restore reads the whole
     table back and compares it with the snapshot instead, or verification is off); each part's
     sha256 and row count are still checked.
+
+    ``verify_range`` (the primary key, for a full snapshot loaded into an empty table): once a part
+    is in, the task reads its key range back from the table and compares rows and digest with the
+    part's (``range_verified`` in the result), overlapping the read-back with other parts' loads.
     """
     return [
         {
@@ -172,6 +186,7 @@ def plan_load(*, aws: dict[str, Any], settings: MySQLSettings, manifest_parts: l
             "columns": columns,
             "upsert": upsert,
             "hash_rows": hash_rows,
+            "verify_range": verify_range,
             "retry": (policy or policy_from_env()).to_dict(),
         }
         for i, part in enumerate(manifest_parts)
@@ -201,6 +216,9 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
     sql = load_sql(spec["database"], spec["table"], columns)
     state = {"committed": 0, "hashed": 0, "sum": 0}
     hash_rows = bool(spec.get("hash_rows", True))
+    pk: list[str] = list(spec.get("verify_range") or [])
+    key_pos = [[c["name"] for c in columns].index(k) for k in pk]
+    ends: dict[str, list[Any]] = {}
     what = f"loading part {part['key']} into {spec['database']}.{spec['table']}"
 
     with tempfile.TemporaryFile(prefix="backupctl-load-") as tmp:
@@ -219,6 +237,10 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
                     if ctx.stopped:
                         raise Interrupted("stopped")
                     n = batch.num_rows
+                    if key_pos and n:
+                        if pos == 0:
+                            ends["first"] = [batch.column(i)[0].as_py() for i in key_pos]
+                        ends["last"] = [batch.column(i)[n - 1].as_py() for i in key_pos]
                     if pos >= state["hashed"]:
                         if hash_rows:
                             state["sum"] += hash_sum(row_hashes(batch, columns))
@@ -242,7 +264,10 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
                 conn.close()
 
         store.policy.call(attempt, what)
-    return _part_result(spec, state, hash_rows)
+    result = _part_result(spec, state, hash_rows)
+    if pk:
+        result["range_verified"] = bool(ends) and _range_matches(spec, settings, pk, ends)
+    return result
 
 
 def _part_result(spec: TaskSpec, state: dict[str, int], hash_rows: bool) -> dict[str, Any]:
@@ -253,6 +278,22 @@ def _part_result(spec: TaskSpec, state: dict[str, int], hash_rows: bool) -> dict
         raise FormatError(f"part {part['key']}: read {digest.count} rows (manifest says {part['rows']}) "
                           "or its content digest differs")
     return {"task_id": spec["task_id"], "rows": digest.count, "digest": digest.hexdigest() if hash_rows else None}
+
+
+def _range_matches(spec: TaskSpec, settings: MySQLSettings, pk: list[str], ends: dict[str, list[Any]]) -> bool:
+    """Whether the table's rows between the part's first and last key are exactly the part's (count, digest)."""
+    from backupctl.sources.mysql import key_range_where, run_digest_task
+
+    kinds = {c["name"]: c["kind"] for c in spec["columns"]}
+
+    def params(values: list[Any]) -> list[Any]:
+        return [sql_value(normalize(v, kinds[k]), kinds[k]) for k, v in zip(pk, values, strict=True)]
+
+    where, args = key_range_where(pk, params(ends["first"]), params(ends["last"]))
+    got = run_digest_task({**spec, "task_id": spec["task_id"] + "-range", "where": where, "params": args},
+                          TaskContext(), settings)
+    part = spec["part"]
+    return int(got["rows"]) == int(part["rows"]) and got["sum"] == part["digest"]
 
 
 def _load_batch(conn: Any, sql: str, batch: Any, columns: list[dict[str, Any]], what: str) -> None:

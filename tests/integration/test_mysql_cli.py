@@ -165,6 +165,7 @@ def test_every_type_round_trips_exactly(aws: AwsContext, cli, dbs, repo: str) ->
     res = one_json(r.out)
     assert {"snapshot_id", "target", "rows", "digest", "duration_s"} <= set(res)
     assert res["rows"] == 204 and res["digest"] == snap["digest"] and res["verification"] == "table"
+    assert res["verified_by"] == "part key ranges"  # composite key (id, part): every part's range read back
 
     before, after = fetch(src, "types"), fetch(dst, "types")
     assert typed(after) == typed(before)  # values AND Python types, generated columns recomputed
@@ -464,3 +465,42 @@ def test_engine_auto_shows_its_choice_and_uses_processes_for_big_tables(
     big = snapshot_mysql(aws, dataclasses.replace(opts, resume=False), on_event=said.append)
     assert any(m.startswith("engine auto:") and "worker processes" in m for m in said), said
     assert big.manifest.content_digest == small.manifest.content_digest and big.manifest.engine == "local"
+
+
+def test_range_verification_falls_back_to_the_table_and_catches_a_changed_row(  # type: ignore[no-untyped-def]
+        aws: AwsContext, cli, dbs, repo: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part whose key range does not read back as the part sends the restore to the whole-table read-back
+    (which passes when the table is right); a row the server changes on insert fails verification (exit 5)."""
+    from backupctl.restore import MySQLRestoreOptions, restore_mysql
+    from backupctl.targets import mysql as mysql_target
+
+    src, dst = dbs
+    create_types_table(src, "types", extra_rows=100)
+    snap = snapshot(cli, src, "types", repo, "--chunk-rows", "40")
+    assert snap["parts"] >= 3
+    calls: list[str] = []
+
+    def first_range_fails(spec, settings, pk, ends):  # type: ignore[no-untyped-def]
+        calls.append(spec["task_id"])
+        return spec["task_id"] != "load-00001"
+
+    monkeypatch.setattr(mysql_target, "_range_matches", first_range_fails)
+    res = restore_mysql(aws, MySQLRestoreOptions(snapshot_id=snap["snapshot_id"], target_uri=uri(dst), region=DST,
+                                                 repo_uri=repo, table="fallback"))
+    assert len(calls) == snap["parts"]
+    assert res["verification"] == "table" and res["verified_by"] == "table read-back"
+    assert res["digest"] == snap["digest"]
+    monkeypatch.undo()
+
+    # A trigger that rewrites one value on insert: that part's range no longer reads back as the part,
+    # and neither does the table, so the restore fails verification (exit 5) naming the digests.
+    c = connect(dst)
+    with c.cursor() as cur:
+        cur.execute(f"CREATE TABLE changed LIKE {q('fallback')}")
+        cur.execute("CREATE TRIGGER bump BEFORE INSERT ON changed FOR EACH ROW "
+                    "SET NEW.vc = IF(NEW.id = 1010 AND NEW.part = 0, 'changed', NEW.vc)")
+    c.close()
+    r = cli("--quiet", "restore", snap["snapshot_id"], "--to", uri(dst), "--table", "changed", "--region", DST,
+            "--repo", repo, "--mode", "append", "--json")
+    assert r.code == 5, r.err
+    assert "changed has 104 rows with digest" in one_error_line(r.err)
