@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from backupctl.aws import AwsContext, validate_region
@@ -248,7 +248,7 @@ class MySQLRestoreOptions:
     repo_uri: str | None = None
     mode: str = "new"
     password_file: str | None = None
-    workers: int = 8
+    workers: int = field(default_factory=mysql_target.mysql_load_workers)
     engine: str = "local"
     dry_run: bool = False
     yes: bool = False

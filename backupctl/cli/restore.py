@@ -26,6 +26,7 @@ from backupctl.restore import (
     restore_mysql,
 )
 from backupctl.targets.mysql import MODES as MYSQL_MODES
+from backupctl.targets.mysql import mysql_load_workers
 
 REDSHIFT_INSERT_MODES = ("KEEP_EXISTING", "OVERWRITE_EXISTING", "TRUNCATE", "APPEND")
 
@@ -64,7 +65,10 @@ def redshift_options(f):  # type: ignore[no-untyped-def]
                    "MySQL only: truncate, append.")
 @click.option("--write-percent", type=float, default=0.5, show_default=True, help="Share of provisioned WCU to use.")
 @click.option("--max-wcu", type=float, help="Write budget in WCU/s (for on-demand tables).")
-@click.option("--workers", type=int, default=8, show_default=True, help="Concurrent load tasks.")
+@click.option("--workers", type=int, default=None,
+              help="Concurrent load tasks. [default: 8 for DynamoDB; for MySQL one per CPU core, at least 2: its "
+                   "LOAD DATA statements into one table queue on the table's AUTO_INCREMENT lock, and fewer "
+                   "loaders let each part's read-back overlap the next loads]")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True, callback=check_engine_choice,
               help="Where load tasks run: local, spark, emr (not yet), auto (local for now).")
 @spark_master_option
@@ -95,7 +99,7 @@ def redshift_options(f):  # type: ignore[no-untyped-def]
 @pass_app
 def restore(
     app: App, snapshot_id: str, table: str | None, region: str, repo: str | None, mode: str, write_percent: float,
-    max_wcu: float | None, workers: int, engine: str, dry_run: bool, yes: bool, to_uri: str | None,
+    max_wcu: float | None, workers: int | None, engine: str, dry_run: bool, yes: bool, to_uri: str | None,
     mysql_table: str | None, password_file: str | None, secret_id: str | None, no_verify: bool, only_increment: bool,
     as_json: bool,
 ) -> None:
@@ -140,7 +144,8 @@ def restore(
                            "MySQL targets (--to mysql://...); use --to-table for DynamoDB")
     opts = DynamoRestoreOptions(
         snapshot_id=snapshot_id, table=table or "", region=region, repo_uri=repo, mode=mode,
-        write_percent=write_percent, max_wcu=max_wcu, workers=workers, engine=engine, dry_run=dry_run, yes=yes,
+        write_percent=write_percent, max_wcu=max_wcu, workers=8 if workers is None else workers, engine=engine,
+        dry_run=dry_run, yes=yes,
     )
 
     result = restore_dynamodb(app.aws, opts, confirm=confirm, progress_factory=console.progress, on_event=console.info)
@@ -182,7 +187,8 @@ def restore(
 def _restore_mysql(
     app: App, console: Console, confirm: Callable[[str], bool], snapshot_id: str, to_uri: str, region: str,
     repo: str | None, mode: str, table: str | None, to_table: str | None, password_file: str | None,
-    workers: int, engine: str, dry_run: bool, yes: bool, no_verify: bool, as_json: bool, only_increment: bool = False,
+    workers: int | None, engine: str, dry_run: bool, yes: bool, no_verify: bool, as_json: bool,
+    only_increment: bool = False,
     secret_id: str | None = None,
 ) -> None:
     if not is_mysql_uri(to_uri):
@@ -191,7 +197,8 @@ def _restore_mysql(
         raise InvalidInput("--to-table applies to DynamoDB targets; use --table for a MySQL target")
     opts = MySQLRestoreOptions(
         snapshot_id=snapshot_id, target_uri=to_uri, region=region, table=table, repo_uri=repo, mode=mode,
-        password_file=password_file, workers=workers, engine=engine, dry_run=dry_run, yes=yes,
+        password_file=password_file, workers=mysql_load_workers() if workers is None else workers, engine=engine,
+        dry_run=dry_run, yes=yes,
         verify=not no_verify, only_increment=only_increment, secret_id=secret_id,
     )
     result = restore_mysql(app.aws, opts, confirm=confirm, progress_factory=console.progress, on_event=console.info)
