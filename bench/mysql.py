@@ -18,7 +18,9 @@ and measures, each with the wall clock around a subprocess:
 
 Every copy is checked (row count and CHECKSUM TABLE against the source) before its figure is used.
 Steps 1-4 run --repeat times (default 3), the rounds interleaved, and each figure is the median of its
-runs: on this 2-core VM the same command's time drifts by up to 1.7x between runs.
+runs: on this 2-core VM the same command's time drifts by up to 1.7x between runs. Before every
+measured command the bench waits (up to 30 s) until the local database servers are idle, so that the
+flushing after one step's writes is not charged to the next tool.
 It prints a table (tool, seconds, rows/s) and the ratios against the targets:
 
 * snapshot rows/s / mydumper rows/s           >= 1.0
@@ -255,12 +257,51 @@ def gnu_time() -> str | None:
         return None
 
 
+SERVER_PROCESSES = ("mariadbd", "mysqld", "postgres")
+QUIET_CPU_S = 0.05  # a server using less CPU than this over QUIET_WINDOW_S is idle
+QUIET_WINDOW_S = 0.5
+QUIET_MAX_WAIT_S = 30.0
+
+
+def _server_cpu_s() -> float:
+    """CPU seconds used so far by the database servers on this machine (0 when none is local)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                name, _, rest = f.read().partition(") ")
+            if name.rsplit("(", 1)[-1] in SERVER_PROCESSES:
+                fields = rest.split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def quiesce() -> float:
+    """Wait (up to QUIET_MAX_WAIT_S) until the local database servers are idle: the InnoDB flushing and
+    purge after one step's writes (or PostgreSQL's checkpoint) must not run into the next measurement.
+    Returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < QUIET_MAX_WAIT_S:
+        before = _server_cpu_s()
+        time.sleep(QUIET_WINDOW_S)
+        if _server_cpu_s() - before < QUIET_CPU_S:
+            break
+    return time.monotonic() - started
+
+
 def run_measured(cmd: list[str] | str, env: dict[str, str], timeout_s: float, rss: bool = False) -> Run:
-    """Run ``cmd`` (a list, or a string for ``bash -o pipefail -c``); wall time around it.
+    """Run ``cmd`` (a list, or a string for ``bash -o pipefail -c``); wall time around it, once the local
+    database servers are idle (``quiesce``).
 
     With ``rss``, the peak RSS of the command: GNU ``time -v`` (ru_maxrss of the child), else psutil
     polling every 50 ms (the process and its children).
     """
+    quiesce()
     argv = cmd if isinstance(cmd, list) else ["bash", "-o", "pipefail", "-c", cmd]
     shown = cmd if isinstance(cmd, str) else " ".join(cmd)
     time_bin = gnu_time() if rss else None

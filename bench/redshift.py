@@ -15,7 +15,8 @@ bytes a row) on the local MariaDB, takes a ``backupctl snapshot`` of it into the
    written untimed from the restored table with ``\\copy ... TO``) into an empty ``LIKE`` copy.
 
 Each measured command runs --repeat times (default 3), the rounds interleaved, and its figure is the
-median (this machine's speed drifts: one \\copy of the same file took 3.2 s and 5.6 s in two runs).
+median, each started once the local database servers are idle (``bench/mysql.py``'s ``quiesce``)
+(this machine's speed drifts: one \\copy of the same file took 3.2 s and 5.6 s in two runs).
 Every copy is checked against the others (row count, and ``EXCEPT ALL`` both ways is empty) before
 its figure is used. Target: restore rows/s >= 0.7x the ``\\copy`` rows/s (run 1 is the figure the
 target is judged on; runs 2 and 3 are printed for information).
