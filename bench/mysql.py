@@ -19,8 +19,8 @@ and measures, each with the wall clock around a subprocess:
 Every copy is checked (row count and CHECKSUM TABLE against the source) before its figure is used.
 Steps 1-4 run --repeat times (default 3), the rounds interleaved, and each figure is the median of its
 runs: on this 2-core VM the same command's time drifts by up to 1.7x between runs. Before every
-measured command the bench waits (up to 30 s) until the local database servers are idle, so that the
-flushing after one step's writes is not charged to the next tool.
+measured command the bench waits (up to 30 s) until the local database servers are idle (CPU and
+disk writes), so that the flushing after one step's writes is not charged to the next tool.
 It prints a table (tool, seconds, rows/s) and the ratios against the targets:
 
 * snapshot rows/s / mydumper rows/s           >= 1.0
@@ -260,12 +260,13 @@ def gnu_time() -> str | None:
 SERVER_PROCESSES = ("mariadbd", "mysqld", "postgres")
 QUIET_CPU_S = 0.05  # a server using less CPU than this over QUIET_WINDOW_S is idle
 QUIET_WINDOW_S = 0.5
+QUIET_WRITE_BYTES = 1 << 20  # ... and writing less than this
 QUIET_MAX_WAIT_S = 30.0
 
 
-def _server_cpu_s() -> float:
-    """CPU seconds used so far by the database servers on this machine (0 when none is local)."""
-    total = 0.0
+def _server_load() -> tuple[float, int]:
+    """(CPU seconds used, bytes written) so far by the database servers on this machine (0s when none is local)."""
+    cpu, written = 0.0, 0
     tick = os.sysconf("SC_CLK_TCK")
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -273,23 +274,28 @@ def _server_cpu_s() -> float:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 name, _, rest = f.read().partition(") ")
-            if name.rsplit("(", 1)[-1] in SERVER_PROCESSES:
-                fields = rest.split()
-                total += (int(fields[11]) + int(fields[12])) / tick
+            if name.rsplit("(", 1)[-1] not in SERVER_PROCESSES:
+                continue
+            fields = rest.split()
+            cpu += (int(fields[11]) + int(fields[12])) / tick
+            with open(f"/proc/{pid}/io") as f:
+                io = dict(line.split(": ") for line in f.read().splitlines())
+            written += int(io.get("write_bytes", 0))
         except (OSError, ValueError, IndexError):
             continue
-    return total
+    return cpu, written
 
 
 def quiesce() -> float:
-    """Wait (up to QUIET_MAX_WAIT_S) until the local database servers are idle: the InnoDB flushing and
-    purge after one step's writes (or PostgreSQL's checkpoint) must not run into the next measurement.
-    Returns the seconds waited."""
+    """Wait (up to QUIET_MAX_WAIT_S) until the local database servers are idle, in CPU and in writes: the
+    InnoDB flushing and purge after one step's writes (or PostgreSQL's checkpoint) must not run into the
+    next measurement. Returns the seconds waited."""
     started = time.monotonic()
     while time.monotonic() - started < QUIET_MAX_WAIT_S:
-        before = _server_cpu_s()
+        cpu0, w0 = _server_load()
         time.sleep(QUIET_WINDOW_S)
-        if _server_cpu_s() - before < QUIET_CPU_S:
+        cpu1, w1 = _server_load()
+        if cpu1 - cpu0 < QUIET_CPU_S and w1 - w0 < QUIET_WRITE_BYTES:
             break
     return time.monotonic() - started
 
