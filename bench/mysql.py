@@ -19,8 +19,9 @@ and measures, each with the wall clock around a subprocess:
 Every copy is checked (row count and CHECKSUM TABLE against the source) before its figure is used.
 Steps 1-4 run --repeat times (default 3), the rounds interleaved, and each figure is the median of its
 runs: on this 2-core VM the same command's time drifts by up to 1.7x between runs. Before every
-measured command the bench waits (up to 30 s) until the local database servers are idle (CPU and
-disk writes), so that the flushing after one step's writes is not charged to the next tool.
+measured command the bench flushes the page cache's dirty pages (``sync``) and waits (up to 30 s)
+until the local database servers are idle (CPU and disk writes), so that the write-back after one
+step's output is not charged to the next tool.
 It prints a table (tool, seconds, rows/s) and the ratios against the targets:
 
 * snapshot rows/s / mydumper rows/s           >= 1.0
@@ -291,6 +292,7 @@ def quiesce() -> float:
     InnoDB flushing and purge after one step's writes (or PostgreSQL's checkpoint) must not run into the
     next measurement. Returns the seconds waited."""
     started = time.monotonic()
+    os.sync()  # the previous step's files (a 127 MiB dump, a 221 MiB TSV) are written back now, not during the next
     while time.monotonic() - started < QUIET_MAX_WAIT_S:
         cpu0, w0 = _server_load()
         time.sleep(QUIET_WINDOW_S)
