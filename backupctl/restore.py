@@ -525,9 +525,8 @@ def _restore_mysql(
     want_rows, want_digest = chain[-1].table_digest
     # The read-back's worker processes start now and wait through the load (their ~0.7 s start is hidden).
     read_back_procs = explicit_processes(opts.processes)
-    warm = (WarmWorkers(mysql_source.read_back_processes(want_rows, read_back_procs))
-            if verify_table and not range_check and mysql_source.read_back_processes(want_rows, read_back_procs) > 1
-            else None)
+    n_read_back = mysql_source.read_back_processes(want_rows, read_back_procs)
+    warm = WarmWorkers(n_read_back) if verify_table and not range_check and n_read_back > 1 else None
     try:
         if progress_factory is None:
             rows, digest, deleted = run(None)

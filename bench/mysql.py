@@ -404,6 +404,23 @@ def dir_bytes(path: str) -> int:
 # -- the steps ------------------------------------------------------------------------------
 
 
+def add_run(results: dict[str, Any], name: str, run: Run, rows: int, **extra: Any) -> dict[str, Any]:
+    """Record one successful run of ``name`` in ``results``: with --repeat a name is recorded once a round,
+    and its figure is the median of its runs (every run kept in ``runs``)."""
+    r = results.get(name) if name in results and results[name].get("rows") == rows else None
+    r = r or {"rows": rows, "command": run.cmd, "runs": []}
+    r["runs"].append(round(run.wall_s, 3))
+    r["seconds"] = round(statistics.median(r["runs"]), 3)
+    r["rows_per_s"] = round(rate(rows, r["seconds"]) or 0, 1)
+    r.update(extra)
+    if run.rss_mb is not None:
+        r["peak_rss_mb"] = round(max(run.rss_mb, r.get("peak_rss_mb", 0)), 1)
+    results[name] = r
+    log(f"{name} (run {len(r['runs'])}): {run.wall_s:.2f}s, {rate(rows, run.wall_s) or 0:,.0f} rows/s"
+        + (f", peak RSS {run.rss_mb:.0f} MiB" if run.rss_mb is not None else ""))
+    return r
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -424,19 +441,7 @@ class Bench:
             self.errors[name] = fail
             log(f"{name}: FAILED ({fail})")
             return None
-        # With --repeat a name is recorded once a round; its figure is the median of its runs.
-        r = self.results.get(name) if name in self.results and self.results[name].get("rows") == rows else None
-        r = r or {"rows": rows, "command": run.cmd, "runs": []}
-        r["runs"].append(round(run.wall_s, 3))
-        r["seconds"] = round(statistics.median(r["runs"]), 3)
-        r["rows_per_s"] = round(rate(rows, r["seconds"]) or 0, 1)
-        r.update(extra)
-        if run.rss_mb is not None:
-            r["peak_rss_mb"] = round(max(run.rss_mb, r.get("peak_rss_mb", 0)), 1)
-        self.results[name] = r
-        log(f"{name} (run {len(r['runs'])}): {run.wall_s:.2f}s, {rate(rows, run.wall_s) or 0:,.0f} rows/s"
-            + (f", peak RSS {run.rss_mb:.0f} MiB" if run.rss_mb is not None else ""))
-        return r
+        return add_run(self.results, name, run, rows, **extra)
 
     def check_copy(self, name: str, database: str, table: str) -> bool:
         """The copy holds the source's rows (count and CHECKSUM TABLE); otherwise the figure is dropped."""

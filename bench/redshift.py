@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,17 +112,7 @@ class Bench:
             self.errors[name] = fail
             mb.log(f"{name}: FAILED ({fail})")
             return None
-        r = self.results.get(name) or {"rows": self.rows, "command": run.cmd, "runs": []}
-        r["runs"].append(round(run.wall_s, 3))
-        r["seconds"] = round(statistics.median(r["runs"]), 3)
-        r["rows_per_s"] = round(self.rows / r["seconds"], 1)
-        r.update(extra)
-        if run.rss_mb is not None:
-            r["peak_rss_mb"] = round(max(run.rss_mb, r.get("peak_rss_mb", 0)), 1)
-        self.results[name] = r
-        mb.log(f"{name} (run {len(r['runs'])}): {run.wall_s:.2f}s, {self.rows / run.wall_s:,.0f} rows/s"
-               + (f", peak RSS {run.rss_mb:.0f} MiB" if run.rss_mb is not None else ""))
-        return r
+        return mb.add_run(self.results, name, run, self.rows, **extra)
 
     def restore(self, env: dict[str, str], sid: str, name: str, *extra: str, drop: bool = True) -> None:
         if drop:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -56,3 +57,41 @@ def scratch_databases(prefix: str, fill: Callable[[Any, str, str], None] | None 
             cur.execute(f"DROP DATABASE IF EXISTS {src}")
             cur.execute(f"DROP DATABASE IF EXISTS {dst}")
         c.close()
+
+
+def make_orders(db: str, rows: int, note_bytes: int = 0) -> None:
+    """``db.orders``: ids 1..rows, mixed types; ``note_bytes`` of incompressible text per row."""
+    rng = random.Random(rows)
+    c = connect(db)
+    with c.cursor() as cur:
+        cur.execute("CREATE TABLE orders (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, amount DECIMAL(12,2), "
+                    "placed DATETIME(6), note TEXT)")
+        batch = []
+        for i in range(1, rows + 1):
+            note = rng.randbytes(note_bytes // 2).hex() if note_bytes else (None if i % 7 == 0 else "é😀" * (i % 5))
+            batch.append((i, f"customer-{i % 97}", f"{i * 3}.{i % 100:02d}",
+                          f"2024-01-{1 + i % 28:02d} 12:{i % 60:02d}:00.{i % 1000000:06d}", note))
+            if len(batch) == 2000:
+                cur.executemany("INSERT INTO orders VALUES (%s, %s, %s, %s, %s)", batch)
+                batch = []
+        if batch:
+            cur.executemany("INSERT INTO orders VALUES (%s, %s, %s, %s, %s)", batch)
+    c.close()
+
+
+def rows_of(db: str, table: str = "orders", order: str = "id") -> list[tuple[Any, ...]]:
+    """Every row of ``db.table`` ordered by ``order`` (column names, comma-separated)."""
+    c = connect(db)
+    with c.cursor() as cur:
+        cur.execute(f"SELECT * FROM {q(table)} ORDER BY {order}")
+        out = list(cur.fetchall())
+    c.close()
+    return out
+
+
+def empty_copy(src: str, dst: str, table: str) -> None:
+    """``dst.table``, an empty table LIKE ``src.table``."""
+    c = connect()
+    with c.cursor() as cur:
+        cur.execute(f"CREATE TABLE {q(dst)}.{q(table)} LIKE {q(src)}.{q(table)}")
+    c.close()

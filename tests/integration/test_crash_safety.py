@@ -32,7 +32,7 @@ from backupctl.repository import Repository
 from tests.harness.cli_forker import CliForker
 from tests.harness.inproc import run_cli
 from tests.integration.helpers import make_table, one_json, python_items, scan_all
-from tests.integration.mysql_db import HOST, PORT, connect, scratch_databases, server_up
+from tests.integration.mysql_db import HOST, PORT, connect, make_orders, scratch_databases, server_up
 
 pytestmark = pytest.mark.integration
 
@@ -160,15 +160,7 @@ def table_rows(db: str, table: str) -> list[tuple[Any, ...]] | None:
 
 
 def mysql_trials(aws: AwsContext, forker: CliForker, ep: list[str], name: str, src: str, dst: str) -> None:
-    c = connect(src)
-    with c.cursor() as cur:
-        cur.execute("CREATE TABLE orders (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, amount DECIMAL(12,2), "
-                    "placed DATETIME(6), note TEXT)")
-        cur.executemany("INSERT INTO orders VALUES (%s, %s, %s, %s, %s)",
-                        [(i, f"customer-{i % 97}", f"{i * 3}.{i % 100:02d}",
-                          f"2024-01-{1 + i % 28:02d} 12:{i % 60:02d}:00.{i:06d}",
-                          None if i % 7 == 0 else "é😀" * (i % 5)) for i in range(1, MYSQL_ROWS + 1)])
-    c.close()
+    make_orders(src, MYSQL_ROWS)
     want = table_rows(src, "orders")
     repo = f"s3://{name}-my"
     ref = snapshot_trials(aws, forker, ep, repo, ["snapshot", "--source", f"mysql://root@{HOST}:{PORT}/{src}", "--table",

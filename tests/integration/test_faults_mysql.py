@@ -19,7 +19,6 @@ a loopback relay that slows the server's output), S3 on the moto server.
 
 from __future__ import annotations
 
-import random
 import re
 import threading
 import time
@@ -34,7 +33,16 @@ from tests.harness.fault_proxy import FaultProxy
 from tests.harness.inproc import run_cli
 from tests.harness.slow_mysql import SlowMySQL
 from tests.integration.helpers import one_json
-from tests.integration.mysql_db import HOST, PORT, connect, scratch_databases, server_up
+from tests.integration.mysql_db import (
+    HOST,
+    PORT,
+    connect,
+    empty_copy,
+    make_orders,
+    rows_of,
+    scratch_databases,
+    server_up,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -48,35 +56,6 @@ if not server_up():  # pragma: no cover
 def dbs() -> Iterator[tuple[str, str]]:
     with scratch_databases("bk_flt") as (src, dst):
         yield src, dst
-
-
-def make_orders(db: str, rows: int, note_bytes: int = 0) -> None:
-    """``db.orders``: ids 1..rows, mixed types; ``note_bytes`` of incompressible text per row."""
-    rng = random.Random(rows)
-    c = connect(db)
-    with c.cursor() as cur:
-        cur.execute("CREATE TABLE orders (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, amount DECIMAL(12,2), "
-                    "placed DATETIME(6), note TEXT)")
-        batch = []
-        for i in range(1, rows + 1):
-            note = rng.randbytes(note_bytes // 2).hex() if note_bytes else (None if i % 7 == 0 else "é😀" * (i % 5))
-            batch.append((i, f"customer-{i % 97}", f"{i * 3}.{i % 100:02d}",
-                          f"2024-01-{1 + i % 28:02d} 12:{i % 60:02d}:00.{i % 1000000:06d}", note))
-            if len(batch) == 2000:
-                cur.executemany("INSERT INTO orders VALUES (%s, %s, %s, %s, %s)", batch)
-                batch = []
-        if batch:
-            cur.executemany("INSERT INTO orders VALUES (%s, %s, %s, %s, %s)", batch)
-    c.close()
-
-
-def rows_of(db: str, table: str = "orders") -> list[tuple[Any, ...]]:
-    c = connect(db)
-    with c.cursor() as cur:
-        cur.execute(f"SELECT * FROM `{table}` ORDER BY id")
-        out = list(cur.fetchall())
-    c.close()
-    return out
 
 
 def processlist(cur: Any, db: str, info_like: str) -> list[tuple[int, str, str, str]]:
@@ -289,10 +268,7 @@ def test_restore_with_killed_loading_connection_converges(cli, moto_server: str,
     src, dst = dbs
     repo = f"s3://{name}-repo"
     s = snapshot_for_restore(moto_server, src, repo)
-    c = connect()
-    with c.cursor() as cur:
-        cur.execute(f"CREATE TABLE {dst}.orders LIKE {src}.orders")  # an empty target: --mode new loads into it
-    c.close()
+    empty_copy(src, dst, "orders")  # an empty target: --mode new loads into it
     holder = hold_row(dst)
     killer = Killer(blocked_loads(dst, 3))
     killer.start()
@@ -323,10 +299,7 @@ def test_restore_that_runs_out_of_retries_converges_on_rerun(cli, moto_server: s
     src, dst = dbs
     repo = f"s3://{name}-repo"
     s = snapshot_for_restore(moto_server, src, repo)
-    c = connect()
-    with c.cursor() as cur:
-        cur.execute(f"CREATE TABLE {dst}.orders LIKE {src}.orders")
-    c.close()
+    empty_copy(src, dst, "orders")
     holder = hold_row(dst)
     killer = Killer(blocked_loads(dst, None))  # every attempt of the blocked part is killed
     killer.start()

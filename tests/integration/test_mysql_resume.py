@@ -22,7 +22,7 @@ from backupctl.aws import AwsContext
 from tests.conftest import _backupctl
 from tests.harness.fault_proxy import FaultProxy
 from tests.integration.helpers import one_json
-from tests.integration.mysql_db import HOST, PORT, connect, scratch_databases, server_up
+from tests.integration.mysql_db import HOST, PORT, connect, make_orders, scratch_databases, server_up
 
 pytestmark = pytest.mark.integration
 
@@ -61,15 +61,7 @@ def checkpoints(aws: AwsContext, bucket: str) -> list[str]:
 
 def test_sigkill_then_rerun_resumes(aws: AwsContext, cli, moto_server: str, dbs, name: str) -> None:  # type: ignore[no-untyped-def]
     src, dst = dbs
-    c = connect(src)
-    with c.cursor() as cur:
-        cur.execute("CREATE TABLE orders (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, "
-                    "amount DECIMAL(12,2), placed DATETIME(6), note TEXT)")
-        cur.executemany("INSERT INTO orders VALUES (%s, %s, %s, %s, %s)",
-                        [(i, f"customer-{i % 97}", f"{i * 3}.{i % 100:02d}",
-                          f"2024-01-{1 + i % 28:02d} 12:{i % 60:02d}:00.{i:06d}",
-                          None if i % 7 == 0 else "é😀" * (i % 5)) for i in range(1, ROWS + 1)])
-    c.close()
+    make_orders(src, ROWS)
     bucket = f"{name}-repo"
     repo = f"s3://{bucket}/mysql"
     args = ["snapshot", "--source", f"mysql://root@{HOST}:{PORT}/{src}", "--table", "orders", "--from", SRC,

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 
 from backupctl.aws import AwsContext
@@ -31,7 +30,7 @@ from backupctl.snapshot import DynamoSnapshotOptions, MySQLSnapshotOptions, snap
 from backupctl.sources import dynamodb as ddb_source
 from backupctl.sources import mysql as mysql_source
 from tests.integration.helpers import make_table, python_items, scan_all
-from tests.integration.mysql_db import scratch_databases
+from tests.integration.mysql_db import HOST, PORT, connect, rows_of, scratch_databases, server_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -224,23 +223,7 @@ def test_spark_submit_runs_a_job_spec(aws: AwsContext, spark: Any, name: str, tm
 
 # -- MySQL ----------------------------------------------------------------------
 
-HOST, PORT = "127.0.0.1", 3306
-
-
-def _connect(db: str | None = None) -> pymysql.connections.Connection:
-    return pymysql.connect(host=HOST, port=PORT, user="root", password="", database=db, charset="utf8mb4",
-                           autocommit=True, init_command="SET time_zone = '+00:00'")
-
-
-def _mysql_up() -> bool:
-    try:
-        _connect().close()
-        return True
-    except pymysql.MySQLError:
-        return False
-
-
-needs_mysql = pytest.mark.skipif(not _mysql_up(), reason="MariaDB at 127.0.0.1:3306 is not running")
+needs_mysql = pytest.mark.skipif(not server_up(), reason="MariaDB at 127.0.0.1:3306 is not running")
 
 
 @pytest.fixture
@@ -249,13 +232,6 @@ def dbs() -> Iterator[tuple[str, str]]:
         yield pair
 
 
-def _rows(db: str, table: str) -> list[tuple[Any, ...]]:
-    c = _connect(db)
-    with c.cursor() as cur:
-        cur.execute(f"SELECT * FROM `{table}` ORDER BY id, part")
-        rows = list(cur.fetchall())
-    c.close()
-    return rows
 
 
 def _mysql_snapshot(aws: AwsContext, db: str, repo: str, engine: str, consistency: str):  # type: ignore[no-untyped-def]
@@ -279,13 +255,13 @@ def test_mysql_full_snapshot_and_restore_match_across_engines(aws: AwsContext, s
     assert on_spark.manifest.content_digest == local.manifest.content_digest
     assert on_spark.extra["table_digest"] == local.extra["table_digest"]
 
-    want = _rows(src, "types")
+    want = rows_of(src, "types", "id, part")
     for snap, engine in ((local, "spark"), (on_spark, "local")):
         table = f"from_{snap.manifest.engine}"
         r = restore_mysql(aws, MySQLRestoreOptions(snapshot_id=snap.manifest.id, target_uri=f"mysql://root@{HOST}:{PORT}/{dst}",
                                                    region=DST, table=table, repo_uri=repo, workers=4, engine=engine))
         assert r["engine"] == engine and r["rows"] == 34 and r["verification"] == "table"
-        assert _rows(dst, table) == want
+        assert rows_of(dst, table, "id, part") == want
 
 
 @needs_mysql
@@ -293,7 +269,7 @@ def test_mysql_spark_refuses_driver_held_consistency_and_reports_executor_errors
     aws: AwsContext, spark: Any, name: str, dbs: tuple[str, str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     src, _ = dbs
-    c = _connect(src)
+    c = connect(src)
     with c.cursor() as cur:
         cur.execute("CREATE TABLE types (id INT NOT NULL, part INT NOT NULL, v VARCHAR(10), PRIMARY KEY (id, part))")
         cur.executemany("INSERT INTO types VALUES (%s, %s, %s)", [(i, 0, f"v{i}") for i in range(20)])
