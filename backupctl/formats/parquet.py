@@ -752,13 +752,29 @@ def _plain_decimal(arr: pa.Array, scale: int) -> pa.Array:
     return pc.binary_join_element_wise(pc.if_else(neg, "-", ""), whole, ".", frac, "")
 
 
+def _bytes_as_text(arr: pa.Array) -> pa.Array:
+    """A binary array's bytes as they are, typed as text for the CSV writer (zero-copy, never validated).
+
+    LOAD DATA takes them verbatim inside the enclosing quotes (``"`` doubled by the writer): a binary
+    column stores the field's bytes without conversion, and the multi-byte reader only joins bytes into
+    one character when they form a valid one, which never contains ``"``, ``,`` or a newline.
+    Measured against hex with ``SET col = UNHEX(@v)``: the server spent ~15% less CPU on the same
+    1M-row load (docs/adr/0016).
+    """
+    if pa.types.is_fixed_size_binary(arr.type):
+        arr = arr.cast(pa.binary())
+    if pa.types.is_large_binary(arr.type):
+        return arr.view(pa.large_string())
+    return arr.view(pa.string())
+
+
 def load_texts(arr: pa.Array, col: dict[str, Any]) -> pa.Array:
     """One column as the text LOAD DATA reads back into the same value (nulls stay null)."""
     kind = col["kind"]
     if kind in ("string", "json"):
         return arr
     if kind == "binary":
-        return hex_texts(arr)
+        return _bytes_as_text(arr)
     if kind == "decimal":
         return _plain_decimal(arr, int(col.get("scale") or 0))
     if kind == "timestamp":
@@ -786,10 +802,7 @@ def load_targets(columns: Sequence[dict[str, Any]], quote: Any) -> tuple[str, st
     """The column list and SET clause of LOAD DATA for ``columns`` (user variables where converted)."""
     targets, sets = [], []
     for i, c in enumerate(columns):
-        if c["kind"] == "binary":
-            targets.append(f"@v{i}")
-            sets.append(f"{quote(c['name'])} = UNHEX(@v{i})")
-        elif c["kind"] == "bit":
+        if c["kind"] == "bit":
             targets.append(f"@v{i}")
             sets.append(f"{quote(c['name'])} = CAST(@v{i} AS UNSIGNED)")
         else:

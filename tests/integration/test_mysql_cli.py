@@ -240,6 +240,42 @@ def test_hostile_identifier(aws: AwsContext, cli, dbs, repo: str) -> None:  # ty
     c.close()
 
 
+def hostile_bytes() -> list[bytes]:
+    """Binary values that would end a LOAD DATA field early if the server read them as text: quotes and
+    separators after UTF-8 lead bytes, truncated multi-byte sequences at the end, the word NULL, CR/LF."""
+    import random
+
+    lead = [b"\xc3", b"\xe2", b"\xe2\x80", b"\xf0", b"\xf0\x9f", b"\xf0\x9f\x98", b"\xff", b"\x80", b"\xed\xa0"]
+    tricky = [b'"', b'""', b",", b"\n", b"\r\n", b"\\", b"\x00", b"'", b"\t"]
+    vals = [lp + t for lp in lead for t in tricky] + [t + lp for lp in lead for t in tricky]
+    vals += [b"NULL", b"\\N", b'"NULL"', b"", b'"', b"," * 64, bytes(range(256))[:64], bytes(range(192, 256))]
+    rng = random.Random(11)
+    vals += [bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 65))) for _ in range(300)]
+    return vals
+
+
+def test_binary_values_load_verbatim(aws: AwsContext, cli, dbs, repo: str) -> None:  # type: ignore[no-untyped-def]
+    """Restores hand binary columns to LOAD DATA as raw bytes (docs/adr/0016): every byte sequence comes back
+    exactly, and the text column after it keeps its own value (no field boundary moved)."""
+    src, dst = dbs
+    vals = hostile_bytes()
+    c = connect(src)
+    with c.cursor() as cur:
+        cur.execute("CREATE TABLE bins (id INT PRIMARY KEY, vb VARBINARY(64), bl BLOB, fb BINARY(4), "
+                    "after_text VARCHAR(20) CHARACTER SET utf8mb4) DEFAULT CHARSET=utf8mb4")
+        cur.executemany("INSERT INTO bins VALUES (%s, %s, %s, %s, %s)",
+                        [(i, v, v * 3, v[:4], f"row {i} é😀") for i, v in enumerate(vals)] + [(10_000, None, None, None, None)])
+    c.close()
+    snap = snapshot(cli, src, "bins", repo, "--chunk-rows", "100")
+    assert snap["rows"] == len(vals) + 1
+    r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--region", DST, "--repo", repo, "--json")
+    assert r.code == 0, r.err
+    assert one_json(r.out)["verified_by"] == "part key ranges"
+    got = fetch(dst, "bins")
+    assert typed(got) == typed(fetch(src, "bins"))
+    assert [r[1] for r in sorted(got, key=lambda r: r[0])][: len(vals)] == vals
+
+
 def test_restore_modes(aws: AwsContext, cli, dbs, repo: str) -> None:  # type: ignore[no-untyped-def]
     src, dst = dbs
     create_types_table(src, "types", extra_rows=30)

@@ -120,7 +120,7 @@ def test_load_csv_quotes_everything_and_writes_null() -> None:
                            timedelta(microseconds=-1), 5, b'\x00"', 'a"b\nc'), tuple([None] * 7)],
                          cols, arrow_schema(cols))
     assert load_csv(batch, cols).decode() == (
-        '"-0.000000000000000000000000000001","-0.50","0.10000000149011612","-0:00:00.000001","5","0022",'
+        '"-0.000000000000000000000000000001","-0.50","0.10000000149011612","-0:00:00.000001","5","\x00""",'
         '"a""b\nc"\nNULL,NULL,NULL,NULL,NULL,NULL,NULL\n')
 
 
