@@ -8,7 +8,8 @@ and measures, each with the wall clock around a subprocess:
 1. ``backupctl snapshot --source mysql://...`` of the table from us-east-1 to us-west-2 (the real
    CLI; the repository lives on a moto server started by ``backupctl.embedded.EmbeddedEndpoint``),
    with its peak RSS;
-2. ``backupctl restore ID --to mysql://.../bench_mysql_dst`` (default mode ``new``, verification on);
+2. ``backupctl restore ID --to mysql://.../bench_mysql_dst`` (default mode ``new``, verification on), and
+   the same with ``--no-verify`` (like for like with myloader; parts' sha256 and row counts still checked);
 3. the peers: ``mydumper`` (2 threads, compressed, --rows chunks) into a temp dir, ``myloader``
    (2 threads) into a fresh database, and ``mysqldump --single-transaction --quick | gzip``;
 4. the raw limits: ``mysql --quick -e 'SELECT * FROM bench_mysql.t' > /dev/null`` (read) and
@@ -557,12 +558,11 @@ class Bench:
                   "parts": doc["parts"], "backupctl_duration_s": doc.get("duration_s")})
         return str(doc["snapshot_id"])
 
-    def restore(self, env: dict[str, str], snapshot_id: str) -> None:
+    def restore(self, env: dict[str, str], snapshot_id: str, name: str = "backupctl restore", *extra: str) -> None:
         self.server.sql(f"CREATE DATABASE `{DB_DST}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
         cmd = [backupctl_bin(), "--quiet", "restore", snapshot_id, "--to", self.server.uri(DB_DST),
-               "--region", TARGET_REGION, "--json"]
+               "--region", TARGET_REGION, "--json", *extra]
         run = run_measured(cmd, env, self.args.timeout, rss=True)
-        name = "backupctl restore"
         r = self.record(name, run, self.rows)
         if r is None:
             return
@@ -622,6 +622,8 @@ class Bench:
                     self.raw_write()
                     if sid:
                         self.restore(env, sid)
+                        # like for like with myloader, which checks nothing it loads
+                        self.restore(env, sid, "backupctl restore --no-verify", "--no-verify")
                     else:
                         self.errors["backupctl restore"] = "skipped: the snapshot failed"
                 if not self.args.skip_rss:
@@ -665,7 +667,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{TARGET_RSS_RANGE[0]}..{TARGET_RSS_RANGE[1]}")
     else:
         add("RSS ratio", None, None, f"{TARGET_RSS_RANGE[0]}..{TARGET_RSS_RANGE[1]}")
-    info = [("restore / raw write (LOAD DATA) rows/s", rest, results.get("raw write (LOAD DATA LOCAL INFILE)")),
+    info = [("restore --no-verify / myloader rows/s", results.get("backupctl restore --no-verify"),
+             results.get("myloader (2 threads)")),
+            ("restore / raw write (LOAD DATA) rows/s", rest, results.get("raw write (LOAD DATA LOCAL INFILE)")),
             ("snapshot / mysqldump|gzip rows/s", snap, results.get("mysqldump | gzip"))]
     for name, a, b in info:
         v = ratio(a, b)

@@ -45,7 +45,7 @@ _NO_ARGS_IS_HELP: tuple[type[click.ClickException], ...] = tuple(
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or informational messages.")
 @click.pass_context
 def cli(ctx: click.Context, endpoint_url: str | None, profile: str | None, debug: bool, quiet: bool) -> None:
-    """backupctl: cross-region backup and restore for DynamoDB (and, soon, RDS MySQL and Redshift).
+    """backupctl: cross-region backup and restore for DynamoDB, RDS MySQL and Redshift.
 
     Snapshots go to an S3 repository in the target region; every snapshot has a
     manifest with per-part checksums and a content digest, so a restore can be

@@ -104,7 +104,8 @@ def restore(
     as_json: bool,
 ) -> None:
     """Restore snapshot SNAPSHOT_ID into DynamoDB table --to-table in --region
-    (or, with --to mysql://..., into a MySQL table).
+    (or, with --to mysql://..., into a MySQL table; with --to redshift://... or
+    postgres://..., into a Redshift table or its local PostgreSQL stand-in).
 
     Every part's checksum is checked before it is loaded, and the items and
     content digest written are compared with the manifest afterwards.

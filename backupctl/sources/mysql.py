@@ -282,12 +282,16 @@ def chunk_bounds(conn: pymysql.connections.Connection, info: TableInfo, chunk_ro
                  ctx_stop: Callable[[], bool] | None = None) -> list[list[list[str]]]:
     """Inclusive upper bounds of every chunk but the last (which is open-ended).
 
-    One index walk of ``chunk_rows`` keys per boundary; a table without a
-    usable primary key is a single chunk.
+    A dense single-column integer key is cut arithmetically (``dense_int_bounds``); any other key gets
+    one index walk of ``chunk_rows`` keys per boundary; a table without a usable primary key is a
+    single chunk. Either way every chunk holds at most ``chunk_rows`` rows at planning time.
     """
     if not chunkable(info):
         return []
     pk = info.primary_key
+    dense = dense_int_bounds(conn, info, chunk_rows)
+    if dense is not None:
+        return dense
     cols = ", ".join(quote_ident(c) for c in pk)
     bounds: list[list[list[str]]] = []
     last: list[Any] | None = None
@@ -304,6 +308,36 @@ def chunk_bounds(conn: pymysql.connections.Connection, info: TableInfo, chunk_ro
         enc = encode_key(tuple(rows[0]))
         bounds.append(enc)
         last = decode_key(enc)
+
+
+# An integer key is cut arithmetically when MIN..MAX spans at most this many times the rows the server
+# estimates (the estimate can be off by ~2x either way; beyond it the table is sparse and is walked).
+DENSE_KEY_SPAN = 2.0
+
+
+def dense_int_bounds(conn: pymysql.connections.Connection, info: TableInfo,
+                     chunk_rows: int) -> list[list[list[str]]] | None:
+    """Bounds every ``chunk_rows`` key values from MIN(key) for a dense single-column integer key, or None.
+
+    Two index dives instead of a walk of the whole clustered index (0.7 s of server time for 1M rows,
+    before the first chunk could start). Keys are unique integers, so a chunk of ``chunk_rows``
+    consecutive values holds at most ``chunk_rows`` rows; on a dense key it holds about that many.
+    The bounds depend only on MIN, MAX and ``chunk_rows`` (a resumed run on an unchanged table plans
+    the same chunks).
+    """
+    pk = info.primary_key
+    kinds = {c["name"]: c["kind"] for c in info.columns}
+    if len(pk) != 1 or kinds.get(pk[0]) not in ("int", "uint") or not info.rows_estimate:
+        return None
+    ident = quote_ident(pk[0])
+    lo, hi = run_sql(conn, f"SELECT MIN({ident}), MAX({ident}) FROM {table_ref(info.database, info.table)}", (),
+                     f"planning chunks of {info.database}.{info.table}")[0]
+    if lo is None:
+        return []
+    lo, hi = int(lo), int(hi)
+    if hi - lo + 1 > DENSE_KEY_SPAN * max(info.rows_estimate, chunk_rows):
+        return None
+    return [encode_key((b,)) for b in range(lo + chunk_rows - 1, hi, chunk_rows)]
 
 
 def chunk_select(database: str, table: str, columns: list[dict[str, Any]], pk: list[str],
