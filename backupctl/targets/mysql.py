@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import pymysql
@@ -211,12 +212,14 @@ def load_sql(database: str, table: str, columns: list[dict[str, Any]]) -> str:
             f"{targets}{sets}")
 
 
-def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
+def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None,
+                  on_loaded: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Load one part. Checks its sha256 first and its row count and digest as it is read.
 
     Plain inserts stream the part's Arrow batches as ``LOAD DATA LOCAL``
     text (one statement and commit per ``LOAD_ROWS`` rows); upserts use
-    multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``.
+    multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``. ``on_loaded(task_id)`` runs once every row of
+    the part is committed, before its key range is read back.
     """
     if spec.get("upsert"):
         return _run_upsert_task(spec, ctx, settings)
@@ -275,6 +278,8 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
                 conn.close()
 
         store.policy.call(attempt, what)
+    if on_loaded is not None:
+        on_loaded(spec["task_id"])
     result = _part_result(spec, state, hash_rows)
     if pk:
         result["range_verified"] = bool(ends) and _range_matches(spec, settings, pk, ends)

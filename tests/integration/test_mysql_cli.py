@@ -540,3 +540,38 @@ def test_range_verification_falls_back_to_the_table_and_catches_a_changed_row(  
             "--repo", repo, "--mode", "append", "--json")
     assert r.code == 5, r.err
     assert "changed has 104 rows with digest" in one_error_line(r.err)
+
+
+def test_rows_are_counted_once_every_part_is_in_and_an_intruder_fails_verification(  # type: ignore[no-untyped-def]
+        aws: AwsContext, cli, dbs, repo: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Range verification ends with a COUNT(*) of the table, started as soon as the last part is committed
+    (beside the last key-range read-backs): it sees every loaded row, and a row another writer adds inside
+    an already verified range sends the restore to the whole-table read-back, which fails (exit 5)."""
+    from backupctl.errors import VerificationFailed
+    from backupctl.restore import MySQLRestoreOptions, restore_mysql
+    from backupctl.targets import mysql as mysql_target
+
+    src, dst = dbs
+    create_types_table(src, "types", extra_rows=100)
+    snap = snapshot(cli, src, "types", repo, "--chunk-rows", "40")
+    real = mysql_target.count_rows
+    at_count: list[int] = []
+
+    def count(settings, database, table):  # type: ignore[no-untyped-def]
+        c = connect(database)
+        with c.cursor() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {q(table)}")
+            at_count.append(int(cur.fetchone()[0]))
+            if table == "intruded":  # id 500 lies inside the first part's range (ids 2..1012), checked already
+                cur.execute(f"INSERT INTO {q(table)} (id, part, vc) VALUES (500, 0, 'intruder')")
+        c.close()
+        return real(settings, database, table)
+
+    monkeypatch.setattr(mysql_target, "count_rows", count)
+    res = restore_mysql(aws, MySQLRestoreOptions(snapshot_id=snap["snapshot_id"], target_uri=uri(dst), region=DST,
+                                                 repo_uri=repo, table="counted"))
+    assert res["verified_by"] == "part key ranges" and at_count == [104]  # once, with every part committed
+    with pytest.raises(VerificationFailed, match="intruded has 105 rows"):
+        restore_mysql(aws, MySQLRestoreOptions(snapshot_id=snap["snapshot_id"], target_uri=uri(dst), region=DST,
+                                               repo_uri=repo, table="intruded"))
+    assert at_count == [104, 104]
