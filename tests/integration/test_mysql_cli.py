@@ -516,7 +516,7 @@ def test_range_verification_falls_back_to_the_table_and_catches_a_changed_row(  
     assert snap["parts"] >= 3
     calls: list[str] = []
 
-    def first_range_fails(spec, settings, pk, ends):  # type: ignore[no-untyped-def]
+    def first_range_fails(spec, settings, pk, ends, part_file):  # type: ignore[no-untyped-def]
         calls.append(spec["task_id"])
         return spec["task_id"] != "load-00001"
 

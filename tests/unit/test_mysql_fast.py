@@ -186,3 +186,22 @@ def test_hex_texts_and_unhex_binary_round_trip() -> None:
     for bad in ("abc", "zz"):
         with pytest.raises(FormatError):
             unhex_binary(pa.array([bad], pa.string()))
+
+
+def test_batches_equal_compares_rows_across_batch_sizes_and_floats_bit_for_bit() -> None:
+    from backupctl.formats.parquet import batches_equal
+
+    a = pa.record_batch({"f": pa.array([0.0, 1.5, None, 2.0]), "g": pa.array([1.0, None, 3.0, 4.0], pa.float32()),
+                         "s": ["a", "b", None, "d"], "d": pa.array([Decimal("1.10"), None, Decimal("0"), Decimal("-2")],
+                                                                   pa.decimal128(5, 2))})
+    assert batches_equal([a], [a.slice(0, 1), a.slice(1, 0), a.slice(1, 2), a.slice(3)])
+    assert batches_equal([], [a.slice(0, 0)])
+    assert not batches_equal([a], [a.slice(0, 3)]) and not batches_equal([a.slice(0, 3)], [a])  # a row more or less
+    neg = a.set_column(0, "f", pa.array([-0.0, 1.5, None, 2.0]))
+    assert not batches_equal([a], [neg])  # -0.0 is not 0.0 (their canonical texts differ)
+    other = a.set_column(2, "s", pa.array(["a", "b", "c", "d"]))
+    assert not batches_equal([a], [other])  # a NULL is not a value
+    swapped = pa.record_batch([a.column(0), a.column(1), a.column(2), a.column(3).cast(pa.decimal128(6, 2))],
+                              names=a.schema.names)
+    assert not batches_equal([a], [swapped])  # the same numbers in another type
+    assert not batches_equal([a], [a.slice(1), a.slice(0, 1)])  # the same rows in another order
