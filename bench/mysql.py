@@ -57,6 +57,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -286,6 +287,12 @@ def _server_load() -> tuple[float, int]:
         except (OSError, ValueError, IndexError):
             continue
     return cpu, written
+
+
+def rotated(steps: list[Any], n: int) -> list[Any]:
+    """``steps`` starting at index ``n`` (mod their number), wrapping around."""
+    k = n % len(steps) if steps else 0
+    return steps[k:] + steps[:k]
 
 
 def quiesce() -> float:
@@ -590,6 +597,34 @@ class Bench:
             self.server.sql(f"DROP TABLE IF EXISTS `{DB}`.`{name}`")
         self.results["rss_by_rows_mb"] = out
 
+    def one_round(self, env: dict[str, str], r: int) -> None:
+        """Every tool once: the readers, then the writers, each group starting at tool ``r``."""
+        out: dict[str, Any] = {}
+
+        def dump() -> None:
+            out["dump"] = self.mydumper()
+
+        def snap() -> None:
+            out["sid"] = self.snapshot(env, TABLE, self.rows, "backupctl snapshot")
+
+        def load() -> None:
+            if out.get("dump"):
+                self.myloader(out["dump"])
+
+        def restore(*extra: str) -> None:
+            if out.get("sid"):
+                self.restore(env, out["sid"], "backupctl restore" + "".join(f" {x}" for x in extra), *extra)
+
+        readers: list[Callable[[], None]] = [self.raw_read, self.mysqldump, dump, snap]
+        # --no-verify: like for like with myloader, which checks nothing it loads
+        writers: list[Callable[[], None]] = [load, self.raw_write, restore, lambda: restore("--no-verify")]
+        for step in rotated(readers, r) + rotated(writers, r):
+            step()
+        if out.get("dump"):
+            shutil.rmtree(out["dump"], ignore_errors=True)
+        if not out.get("sid"):
+            self.errors["backupctl restore"] = "skipped: the snapshot failed"
+
     def cleanup(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
         if self.args.keep:
@@ -610,22 +645,11 @@ class Bench:
                 log(f"moto server at {ep.url}")
                 # --repeat rounds, interleaved so that drift in the machine's speed hits every tool alike
                 # In each round the readers run first, then the writers: every reader finds the buffer pool
-                # as the previous reader of the table left it, not full of a just-loaded copy.
-                for _ in range(self.args.repeat):
-                    self.raw_read()
-                    self.mysqldump()
-                    dump = self.mydumper()
-                    sid = self.snapshot(env, TABLE, self.rows, "backupctl snapshot")
-                    if dump:
-                        self.myloader(dump)
-                        shutil.rmtree(dump, ignore_errors=True)
-                    self.raw_write()
-                    if sid:
-                        self.restore(env, sid)
-                        # like for like with myloader, which checks nothing it loads
-                        self.restore(env, sid, "backupctl restore --no-verify", "--no-verify")
-                    else:
-                        self.errors["backupctl restore"] = "skipped: the snapshot failed"
+                # as the previous reader of the table left it, not full of a just-loaded copy. Each round
+                # starts each group with another tool: a writer that follows another writer can still meet
+                # the server finishing the last copy's flushing and purge (its drop included).
+                for r in range(self.args.repeat):
+                    self.one_round(env, r)
                 if not self.args.skip_rss:
                     self.rss_sizes(env)
         finally:
