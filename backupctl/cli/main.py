@@ -23,6 +23,8 @@ from backupctl.errors import (
     EXIT_DATA_PATH,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
     BackupctlError,
 )
 from backupctl.retry import is_retryable
@@ -97,6 +99,19 @@ def _register() -> None:
 _register()
 
 
+# AWS error codes that mean the request was wrong (exit 2) or named something that is not there (exit 3),
+# where a command let them through unmapped; anything else unknown stays an internal error (exit 1).
+AWS_BAD_INPUT = frozenset({
+    "ValidationException", "ValidationError", "InvalidParameterValue", "InvalidParameterValueException",
+    "InvalidParameterException", "InvalidParameterCombination", "InvalidRequestException", "InvalidArgument",
+    "InvalidRequest", "MalformedPolicyDocument", "InvalidBucketName",
+})
+AWS_NOT_FOUND = frozenset({
+    "ResourceNotFoundException", "ResourceNotFound", "NotFoundException", "NoSuchBucket", "NoSuchKey",
+    "DBInstanceNotFound", "DBInstanceNotFoundFault", "ClusterNotFound", "ClusterNotFoundFault", "NoSuchEntity",
+})
+
+
 def _translate(e: BaseException) -> BackupctlError | None:
     """Map well-known library exceptions to one-line user errors."""
     if isinstance(e, botocore.exceptions.NoCredentialsError):
@@ -114,6 +129,10 @@ def _translate(e: BaseException) -> BackupctlError | None:
         if code in ("AccessDenied", "AccessDeniedException", "UnrecognizedClientException",
                     "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException", "SignatureDoesNotMatch"):
             err.exit_code = EXIT_AUTH
+        elif code in AWS_BAD_INPUT:
+            err.exit_code = EXIT_USAGE
+        elif code in AWS_NOT_FOUND:
+            err.exit_code = EXIT_NOT_FOUND
         elif is_retryable(e):
             err.exit_code = EXIT_DATA_PATH
         return err

@@ -23,6 +23,7 @@ Consistency (docs/adr/0004-mysql-full-snapshots.md):
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import pickle
@@ -31,7 +32,7 @@ import re
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -597,7 +598,7 @@ def key_positions(columns: list[dict[str, Any]], pk: list[str]) -> list[int] | N
 
 
 def fetch_batches(conn: Any, sql: str, params: list[Any], columns: list[dict[str, Any]],
-                  ctx: TaskContext | None = None) -> Iterator[tuple[pa.RecordBatch, int]]:
+                  ctx: TaskContext | None = None) -> Generator[tuple[pa.RecordBatch, int], None, None]:
     """(record batch of normal values, rows) of a streaming SELECT of ``columns``, ``FETCH_ROWS`` at a time.
 
     On a ``connect_raw`` connection (mysqlclient) the rows arrive as raw bytes
@@ -758,24 +759,41 @@ def _text(v: Any) -> str:
 def run_digest_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
     """Read one key range of a table back (a streaming SELECT of the stored columns) and sum its row hashes."""
     settings = settings or MySQLSettings.from_spec(spec)
-    database, table, columns = spec["database"], spec["table"], spec["columns"]
-    exprs = ", ".join(select_expr(c, quote_ident(c["name"])) for c in columns)
-    sql = f"SELECT {exprs} FROM {table_ref(database, table)}" + (f" WHERE {spec['where']}" if spec["where"] else "")
+    columns = spec["columns"]
     total, count = 0, 0
-    conn = settings.connect_raw()
-    try:
-        for batch, n in fetch_batches(conn, sql, list(spec["params"]), columns, ctx):
+    with reading_back(settings, spec["database"], spec["table"], columns, spec["where"], list(spec["params"]),
+                      ctx=ctx) as batches:
+        for batch in batches:
             total += hash_sum(row_hashes(batch, columns))
-            count += n
-            ctx.advance(n, 0)
+            count += batch.num_rows
+            ctx.advance(batch.num_rows, 0)
+    return {"task_id": spec["task_id"], "sum": format(total % (1 << 256), "064x"), "rows": count}
+
+
+@contextlib.contextmanager
+def reading_back(settings: MySQLSettings, database: str, table: str, columns: list[dict[str, Any]], where: str,
+                 params: list[Any], order_by: list[str] | None = None,
+                 ctx: TaskContext | None = None) -> Iterator[Iterator[pa.RecordBatch]]:
+    """The record batches of ``SELECT columns FROM table [WHERE where] [ORDER BY order_by]`` on a connection
+    of its own (mysqlclient), streamed; driver errors as one line. A reader may stop early: the cursor
+    is closed before the connection."""
+    exprs = ", ".join(select_expr(c, quote_ident(c["name"])) for c in columns)
+    sql = (f"SELECT {exprs} FROM {table_ref(database, table)}" + (f" WHERE {where}" if where else "")
+           + (f" ORDER BY {', '.join(quote_ident(k) for k in order_by)}" if order_by else ""))
+    conn = settings.connect_raw()
+    fetched = fetch_batches(conn, sql, params, columns, ctx)
+    try:
+        yield (batch for batch, _n in fetched)
     except pymysql.MySQLError as e:
         t = translate(e, f"reading back {database}.{table}")
         if isinstance(t, BackupctlError):
             raise t from e
         raise
     finally:
-        conn.close()
-    return {"task_id": spec["task_id"], "sum": format(total % (1 << 256), "064x"), "rows": count}
+        try:
+            fetched.close()
+        finally:
+            conn.close()
 
 
 def read_back_processes(rows: int, processes: int | None) -> int:

@@ -39,7 +39,6 @@ from backupctl.formats.parquet import (
     normalize,
     row_hash,
     row_hashes,
-    select_expr,
     sql_value,
 )
 from backupctl.model import TaskSpec
@@ -306,7 +305,7 @@ def _range_matches(spec: TaskSpec, settings: MySQLSettings, pk: list[str], ends:
     manifest's), value for value in Arrow (``batches_equal``): the part's own order is the key order
     the snapshot read it in. Any difference, or any other row in the range, returns False.
     """
-    from backupctl.sources.mysql import FETCH_ROWS, fetch_batches, key_range_where
+    from backupctl.sources.mysql import FETCH_ROWS, key_range_where, reading_back
 
     columns = spec["columns"]
     kinds = {c["name"]: c["kind"] for c in columns}
@@ -315,25 +314,10 @@ def _range_matches(spec: TaskSpec, settings: MySQLSettings, pk: list[str], ends:
         return [sql_value(normalize(v, kinds[k]), kinds[k]) for k, v in zip(pk, values, strict=True)]
 
     where, args = key_range_where(pk, params(ends["first"]), params(ends["last"]))
-    sql = (f"SELECT {', '.join(select_expr(c, quote_ident(c['name'])) for c in columns)} "
-           f"FROM {table_ref(spec['database'], spec['table'])} WHERE {where} "
-           f"ORDER BY {', '.join(quote_ident(k) for k in pk)}")
     part_file.seek(0)
-    conn = settings.connect_raw()
-    fetched = fetch_batches(conn, sql, args, columns)
-    try:
+    with reading_back(settings, spec["database"], spec["table"], columns, where, args, order_by=pk) as table_rows:
         return batches_equal(iter_part_batches(part_file, columns, FETCH_ROWS, what=f"part {spec['part']['key']}"),
-                             (batch for batch, _n in fetched))
-    except pymysql.MySQLError as e:
-        t = translate(e, f"reading back {spec['database']}.{spec['table']}")
-        if isinstance(t, BackupctlError):
-            raise t from e
-        raise
-    finally:
-        try:
-            fetched.close()  # a difference stops the comparison early: its cursor closes before the connection
-        finally:
-            conn.close()
+                             table_rows)
 
 
 def _load_batch(conn: Any, sql: str, batch: Any, columns: list[dict[str, Any]], what: str) -> None:
