@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -556,12 +555,8 @@ def snapshot_mysql(
     try:
         info = mysql_source.describe_table(conn, settings.database, opts.table)
         warm = _warm_workers(opts, info)
-        # The chunk bounds walk the primary key on the server (0.3-0.5 s for 1M rows) while this thread
-        # opens the repository (STS and S3 clients and calls, ~0.5-0.9 CPU-s): one waits on the other's server.
-        with ThreadPoolExecutor(1, thread_name_prefix="chunk-bounds") as pool:
-            planned = pool.submit(_chunk_bounds, settings, info, opts.chunk_rows)
-            repo = Repository.open(aws, opts.target_region, opts.repo_uri, create=True, write=write_options(opts))
-            bounds = planned.result()
+        repo = Repository.open(aws, opts.target_region, opts.repo_uri, create=True, write=write_options(opts))
+        bounds = mysql_source.chunk_bounds(conn, info, opts.chunk_rows)
         now = mysql_source.server_now(conn)
     except BaseException:
         if warm is not None:
@@ -575,17 +570,6 @@ def snapshot_mysql(
     finally:
         if warm is not None:
             warm.close()
-
-
-def _chunk_bounds(settings: Any, info: Any, chunk_rows: int) -> list[list[list[str]]]:
-    """``chunk_bounds`` on a connection of its own (it runs beside the driver's)."""
-    if not mysql_source.chunkable(info):
-        return []
-    conn = settings.connect()
-    try:
-        return mysql_source.chunk_bounds(conn, info, chunk_rows)
-    finally:
-        conn.close()
 
 
 def _warm_workers(opts: MySQLSnapshotOptions, info: Any) -> WarmWorkers | None:

@@ -757,13 +757,11 @@ def hex_texts(arr: pa.Array, prefix: str = "") -> pa.Array:
     return pc.binary_join_element_wise(prefix, text, "") if prefix else text
 
 
-def unhex_binary(arr: pa.Array, prefix_len: int = 0) -> pa.Array:
-    """The bytes of every hex text of a string array (after ``prefix_len`` characters); bad hex raises FormatError."""
+def unhex_binary(arr: pa.Array) -> pa.Array:
+    """The bytes of every hex text of a string array; bad hex raises FormatError."""
     n = len(arr)
     if n == 0:
         return pa.array([], pa.binary())
-    if prefix_len:
-        arr = pc.utf8_slice_codeunits(arr, prefix_len)
     offsets, data, validity = _flat(arr)
     nibbles = _UNHEX[data]
     if (offsets & 1).any() or (nibbles == 255).any():
