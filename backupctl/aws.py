@@ -151,6 +151,19 @@ _clients: dict[tuple[str, str, str | None, str | None], Any] = {}
 _sessions: dict[str | None, boto3.session.Session] = {}
 
 
+def _forget_after_fork() -> None:
+    """A forked child (a worker of ``engines/processes.py``) makes its own clients: the parent's hold
+    open HTTP connections, and two processes writing requests on one socket would corrupt both."""
+    global _lock
+    _lock = threading.RLock()
+    _clients.clear()
+    _sessions.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def _session(profile: str | None) -> boto3.session.Session:
     with _lock:
         s = _sessions.get(profile)

@@ -5,7 +5,7 @@ hash of every row, Parquet encoding - and threads share one GIL: on a 2-core
 machine two processes export a table ~1.5x faster than eight threads (measured,
 docs/BENCHMARKS.md). This engine runs the same registered task functions as the
 spark engine (``backupctl.engines.registry``; specs are plain data) in N
-``spawn``-ed processes fed from a queue; results, progress and errors come back
+processes fed from a queue (forked when that is safe, see ``mp_context``); results, progress and errors come back
 on another queue, and the driver commits as with every engine.
 
 A task that needs per-worker state gets it from a ``WorkerSetup``: ``before``
@@ -27,7 +27,9 @@ import importlib
 import importlib.machinery
 import multiprocessing as mp
 import queue
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,6 +42,22 @@ from backupctl.errors import DataPathError, Interrupted
 from backupctl.model import TaskSpec
 
 READY_TIMEOUT_S = 120.0
+
+
+def mp_context() -> Any:
+    """``fork`` on Linux when this process runs one thread, else ``spawn``.
+
+    A forked worker starts with the driver's modules already imported; a spawned
+    one imports pyarrow, boto3 and backupctl again (~0.5-0.7 s of CPU per worker,
+    on a 2-core machine time the run waits for). A fork copies only the calling
+    thread, so a lock another thread held (a boto3 pool, a progress display, a
+    queue's feeder) would stay held in the child: with any other thread alive,
+    spawn. The AWS client caches are dropped in a forked child (``aws.py``); the
+    driver's open database connections are never used there.
+    """
+    if sys.platform.startswith("linux") and threading.active_count() == 1:
+        return mp.get_context("fork")
+    return mp.get_context("spawn")
 
 
 @contextmanager
@@ -78,7 +96,7 @@ class WorkerSetup:
 class WarmWorkers:
     """Worker processes started ahead of a run, each waiting for its init on a queue of its own.
 
-    Spawning a worker and importing backupctl into it takes ~0.7 s; a driver
+    A spawned worker takes ~0.7 s to import backupctl (a forked one, ``mp_context``, far less); a driver
     that knows early that it will run worker processes starts them here, then
     does its own preparation (table statistics, chunk bounds, the repository)
     meanwhile. A ``ProcessEngine`` run whose ``WorkerSetup.warm`` holds them
@@ -86,7 +104,7 @@ class WarmWorkers:
     """
 
     def __init__(self, n: int) -> None:
-        mpc = mp.get_context("spawn")
+        mpc = mp_context()
         self.tasks, self.out, self.stop = mpc.Queue(), mpc.Queue(), mpc.Event()
         self.init_qs = [mpc.SimpleQueue() for _ in range(max(1, n))]
         self.procs = [mpc.Process(target=_worker_main, name=f"backupctl-worker-{i}", daemon=True,
@@ -135,6 +153,10 @@ def _worker_main(tasks: Any, out: Any, stop: Any, init: str | None, kwargs: dict
     """
     from backupctl.engines.spark import describe_error
 
+    # A forked worker inherits the driver's handlers (an agent's stop handler, say): back to Python's own,
+    # so that terminate() ends it and Ctrl-C interrupts it as it does a spawned one.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if init_q is not None:
         got = init_q.get()
         if got is None:
@@ -182,7 +204,7 @@ class ProcessEngine:
         if not tasks:
             return []
         names = [registry.function_name(s, fn) for s in tasks]
-        mpc = mp.get_context("spawn")  # not fork: the driver has threads (boto3 pools, progress)
+        mpc = mp_context()
         n = min(self.processes, len(tasks))
         setup = self.setup
         warm = setup.warm if setup and setup.warm and not setup.warm.taken and len(setup.warm.procs) >= n else None

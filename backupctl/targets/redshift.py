@@ -734,13 +734,12 @@ class HashPool:
     """
 
     def __init__(self, processes: int) -> None:
-        import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        from backupctl.engines.processes import light_main
+        from backupctl.engines.processes import light_main, mp_context
 
         self.processes = max(1, processes)
-        self.ex = ProcessPoolExecutor(max_workers=self.processes, mp_context=mp.get_context("spawn"))
+        self.ex = ProcessPoolExecutor(max_workers=self.processes, mp_context=mp_context())
         with light_main():
             for _ in range(self.processes):
                 self.ex.submit(_noop)  # start the workers now

@@ -8,7 +8,8 @@ from typing import Any
 from backupctl.engines import registry
 from backupctl.errors import InvalidInput, NotFound
 
-FUNCTIONS = {"test.square": "tests.unit.process_tasks:square", "test.fail": "tests.unit.process_tasks:fail"}
+FUNCTIONS = {"test.square": "tests.unit.process_tasks:square", "test.fail": "tests.unit.process_tasks:fail",
+             "test.aws_clients": "tests.unit.process_tasks:aws_clients"}
 
 
 def register() -> None:
@@ -29,3 +30,12 @@ def fail(spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
 def bad_init(why: str) -> None:
     raise InvalidInput(why)
+
+
+def aws_clients(spec: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """How many cached AWS clients this worker holds before and after making its own."""
+    from backupctl import aws
+
+    before = len(aws._clients)
+    client = aws.AwsContext(endpoint_url="http://127.0.0.1:9").client("s3", "us-east-1")
+    return {"before": before, "client_id": id(client), "after": len(aws._clients), "pid": os.getpid()}

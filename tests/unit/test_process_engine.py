@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import Any
 
 import pytest
 
-from backupctl.engines import registry
+from backupctl.engines import processes, registry
 from backupctl.engines.local import TaskContext
 from backupctl.engines.processes import ProcessEngine, WorkerSetup
 from backupctl.errors import InvalidInput, NotFound
@@ -90,3 +92,46 @@ def test_warm_workers_no_run_took_are_stopped_by_close() -> None:
         p.join(timeout=10)
         assert not p.is_alive() and p.exitcode == 0
     warm.close()  # idempotent
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_both_start_methods_run_the_same_tasks(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing as mp
+
+    monkeypatch.setattr(processes, "mp_context", lambda: mp.get_context(method))
+    out = ProcessEngine(workers=2, processes=2, setup=REGISTER).run(specs("test.square", 5), lambda s, c: {},
+                                                                   TaskContext())
+    assert [r["y"] for r in out] == [0, 1, 4, 9, 16]
+    with pytest.raises(NotFound, match="task t3 found nothing"):
+        ProcessEngine(workers=2, processes=2, setup=REGISTER).run(specs("test.fail", 5), lambda s, c: {},
+                                                                  TaskContext())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is chosen on Linux only")
+def test_fork_only_while_the_process_runs_one_thread() -> None:
+    if threading.active_count() == 1:
+        assert processes.mp_context().get_start_method() == "fork"
+    release = threading.Event()
+    t = threading.Thread(target=release.wait, daemon=True)
+    t.start()
+    try:  # a lock that thread holds would stay held in a forked child
+        assert processes.mp_context().get_start_method() == "spawn"
+    finally:
+        release.set()
+        t.join()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is chosen on Linux only")
+def test_a_forked_worker_makes_its_own_aws_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing as mp
+
+    from backupctl import aws
+
+    parent = aws.AwsContext(endpoint_url="http://127.0.0.1:9").client("s3", "us-east-1")
+    assert len(aws._clients) >= 1
+    monkeypatch.setattr(processes, "mp_context", lambda: mp.get_context("fork"))
+    out = ProcessEngine(workers=1, processes=1, setup=REGISTER).run(specs("test.aws_clients", 1), lambda s, c: {},
+                                                                   TaskContext())
+    # the cache the child inherited was dropped at the fork: no HTTP connection shared with the parent
+    assert out[0]["before"] == 0 and out[0]["after"] == 1
+    assert aws.AwsContext(endpoint_url="http://127.0.0.1:9").client("s3", "us-east-1") is parent
