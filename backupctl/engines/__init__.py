@@ -85,7 +85,8 @@ def configure_processes(processes: int | None) -> None:
 # --engine auto (docs/SCALING.md, measured with bench/engines.py on 2 cores):
 # * A MySQL snapshot is CPU-bound Python per row: worker processes beat threads (by ~10% on 2 cores
 #   shared with the database and moto; more with more cores) once a table is big enough to pay for
-#   starting them (~1 s: spawn + imports); below that, threads. A MySQL restore ("mysql-load") gained
+#   starting them (a fork when the driver runs one thread, else ~1 s of spawn + imports: ADR 0017);
+#   below that, threads. A MySQL restore ("mysql-load") gained
 #   nothing from processes on 2 cores (its read-back verification runs in the driver), so it keeps threads
 #   unless --processes asks.
 # * DynamoDB on one machine is I/O-bound (and capacity-bound): threads.
