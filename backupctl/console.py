@@ -82,7 +82,7 @@ class Console:
             self.err.print(message)
 
     def warn(self, message: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {message}")
+        self.err.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)  # one line, as an error
 
     def error(self, message: str) -> None:
         # markup=False: an error message may contain brackets from user input. soft_wrap: an error is one

@@ -267,8 +267,11 @@ class S3Store:
                 f"locking {self.url(dst)}",
             )
 
-    def put_json(self, key: str, doc: Any) -> None:
-        self.put(key, orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    def put_json(self, key: str, doc: Any) -> str:
+        """Write ``doc`` as JSON; returns the SHA-256 (hex) of the bytes written."""
+        data = orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        self.put(key, data)
+        return hashlib.sha256(data).hexdigest()
 
     def get(self, key: str) -> bytes:
         def call() -> bytes:
@@ -679,29 +682,63 @@ class Repository:
             return prefix, m
         raise SnapshotNotFound(f"snapshot {snapshot_id} not found in {self.uri}")
 
-    def list_snapshots(self, source_key_filter: str | None = None) -> list[Manifest]:
-        """Committed snapshots (those with a manifest), oldest first."""
-        return [m for m, _doc in self.list_snapshot_docs(source_key_filter)]
+    def list_snapshots(self, source_key_filter: str | None = None,
+                       unreadable: list[tuple[str, str, str]] | None = None) -> list[Manifest]:
+        """Committed snapshots (those with a manifest), oldest first (``unreadable``: see ``list_snapshot_docs``)."""
+        return [m for m, _doc in self.list_snapshot_docs(source_key_filter, unreadable)]
 
-    def list_snapshot_docs(self, source_key_filter: str | None = None) -> list[tuple[Manifest, dict[str, Any]]]:
-        """Committed snapshots with their raw manifest documents (fields the model does not carry), oldest first."""
+    def list_snapshot_docs(self, source_key_filter: str | None = None,
+                           unreadable: list[tuple[str, str, str]] | None = None,
+                           ) -> list[tuple[Manifest, dict[str, Any]]]:
+        """Committed snapshots with their raw manifest documents (fields the model does not carry), oldest first.
+
+        A manifest that does not follow the format raises FormatError, unless ``unreadable`` is given:
+        then (source key, snapshot id, why) is added to it and the listing goes on (a read-only listing
+        or audit of a damaged repository still shows the rest; nothing that deletes passes it).
+        """
         out: list[tuple[Manifest, dict[str, Any]]] = []
         for sk in self.source_keys():
             if source_key_filter and sk != source_key_filter:
                 continue
             for sid in self.store.list_dirs(f"snapshots/{sk}/"):
+                key = self.snapshot_prefix(sk, sid) + "manifest.json"
                 try:
-                    doc = self.store.get_json(self.snapshot_prefix(sk, sid) + "manifest.json")
+                    doc = self.store.get_json(key)
+                    m = Manifest.from_dict(doc)
+                    if m.id != sid:  # as find_snapshot refuses it: a copied or edited manifest
+                        raise FormatError(f"{self.store.url(key)} names snapshot {m.id}, not {sid}")
+                    out.append((m, dict(doc)))
                 except NotFound:
                     continue  # in progress or crashed: not a snapshot
-                out.append((Manifest.from_dict(doc), dict(doc)))
+                except FormatError as e:
+                    if unreadable is None:
+                        raise
+                    unreadable.append((sk, sid, str(e)))
         out.sort(key=lambda md: md[0].id)
+        if unreadable:
+            unreadable.sort(key=lambda u: u[1])
         return out
 
     def read_schema(self, prefix: str) -> dict[str, Any]:
-        doc = self.store.get_json(prefix + "schema.json")
+        """A committed snapshot's schema.json, checked against the manifest's ``schema_sha256``.
+
+        The schema carries what a restore executes (a MySQL ``CREATE TABLE``, a DynamoDB
+        CreateTable request), so it is tied to the manifest like the parts; manifests written
+        before backupctl recorded the hash (no ``schema_sha256``) are read as they are.
+        """
+        key = prefix + "schema.json"
+        data = self.store.get(key)
+        manifest = self.store.get_json(prefix + "manifest.json")
+        want = manifest.get("schema_sha256") if isinstance(manifest, dict) else None
+        if want is not None and hashlib.sha256(data).hexdigest() != want:
+            raise FormatError(f"{self.store.url(key)} differs from the one the manifest recorded (sha256 "
+                              f"{hashlib.sha256(data).hexdigest()[:16]}... != {str(want)[:16]}...)")
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            raise FormatError(f"{self.store.url(key)} is not valid JSON: {e}") from e
         if not isinstance(doc, dict):
-            raise FormatError(f"{self.store.url(prefix + 'schema.json')} is not a JSON object")
+            raise FormatError(f"{self.store.url(key)} is not a JSON object")
         return doc
 
 

@@ -197,7 +197,7 @@ def _run_leased(repo: Repository, plan: ExportPlan, snapshot_id: str, created_at
                 write: WriteOptions, started: float, engine_name: str, workers: int, progress: Any,
                 say: Callable[[str], None], lease: Lease) -> SnapshotResult:
     prefix = repo.snapshot_prefix(plan.source_key, snapshot_id)
-    repo.store.put_json(prefix + "schema.json", plan.schema)
+    schema_sha256 = repo.store.put_json(prefix + "schema.json", plan.schema)
 
     tasks = plan.build_tasks(prefix)
     if write != WriteOptions():
@@ -249,7 +249,7 @@ def _run_leased(repo: Repository, plan: ExportPlan, snapshot_id: str, created_at
         read=plan.read,
     )
     repo.store.put_json(prefix + "manifest.json", {**manifest.to_dict(), **extra, **write.manifest_fields(),
-                                                   "part_checksum": PART_CHECKSUM})
+                                                   "part_checksum": PART_CHECKSUM, "schema_sha256": schema_sha256})
     # After the commit point: tidy the run state (a crash here leaves a valid snapshot):
     # checkpoints, a native export's staging files, the pending record.
     lease.stop()  # no renewal may re-create the pending record after it is deleted

@@ -63,6 +63,7 @@ def verify_snapshot(
     validate_region(region, "--region")
     repo = Repository.open(aws, region, repo_uri)
     prefix, manifest = repo.find_snapshot(snapshot_id)
+    repo.read_schema(prefix)  # present, JSON, and the one the manifest recorded (FormatError otherwise)
     if manifest.source.get("kind") == "mysql":
         return _verify_mysql(repo, prefix, manifest, workers, progress)
     parts = [p.to_dict() for p in manifest.parts]

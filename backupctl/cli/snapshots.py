@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from backupctl.aws import validate_region
 from backupctl.cli.context import App, json_option, pass_app, repo_options
 from backupctl.console import human_bytes
-from backupctl.errors import EXIT_CODES_HELP, InvalidInput, VerificationFailed
+from backupctl.errors import EXIT_CODES_HELP, FormatError, InvalidInput, VerificationFailed
 from backupctl.model import check_snapshot_id
 from backupctl.repository import Repository, resolve_repo_region
 from backupctl.verify import verify_against_table, verify_snapshot
@@ -27,14 +29,25 @@ def snapshots() -> None:
 
 @snapshots.command("list", epilog=EXIT_CODES_HELP)
 @click.option("--table", "-t", help="Only snapshots of this source table.")
+@click.option("--skip-unreadable", is_flag=True,
+              help="List the readable snapshots when some manifests are damaged (a warning names each one) "
+                   "instead of failing with exit 5 at the first; `snapshots verify --all` audits them.")
 @repo_options
 @json_option
 @pass_app
-def list_(app: App, table: str | None, repo: str | None, region: str | None, as_json: bool) -> None:
+def list_(app: App, table: str | None, skip_unreadable: bool, repo: str | None, region: str | None,
+          as_json: bool) -> None:
     """List committed snapshots, oldest first. In-progress or crashed runs are not listed."""
     console = app.with_json(as_json)
     r = _open(app, repo, region)
-    items = [m for m in r.list_snapshots() if table is None or m.source.get("table") == table]
+    bad: list[tuple[str, str, str]] | None = [] if skip_unreadable else None
+    try:
+        found = r.list_snapshots(unreadable=bad)
+    except FormatError as e:
+        raise FormatError(f"{e} (--skip-unreadable lists the readable snapshots)") from e
+    items = [m for m in found if table is None or m.source.get("table") == table]
+    for sk, sid, why in bad or []:
+        console.warn(f"snapshot {sid} of {sk} is unreadable and not listed: {why}")
     if as_json:
         console.emit_json([m.summary() for m in items])
         return
@@ -158,14 +171,28 @@ def verify(
         console.info(f"[green]equal[/green]: table {against_table} has the same {live['table_rows']:,} items as the snapshot")
 
 
+def _unreadable_report(snapshot_id: str, why: str, listed: bool = False) -> dict[str, Any]:
+    """The report of a snapshot that could not be checked: its manifest unreadable, or (``listed``) a
+    manifest that reads but a snapshot that cannot be verified as it stands."""
+    return {"snapshot_id": snapshot_id, "ok": False, "parts_checked": 0, "rows": 0, "manifest_rows": None,
+            "digest": None, "manifest_digest": None, "problems": [why if listed else f"manifest unreadable: {why}"]}
+
+
 def _verify_all(app: App, region: str, repo: str | None, workers: int, as_json: bool) -> None:
     console = app.with_json(as_json)
     r = Repository.open(app.aws, region, repo)
     reports = []
-    for m in r.list_snapshots():
+    unreadable: list[tuple[str, str, str]] = []
+    for m in r.list_snapshots(unreadable=unreadable):
         with console.progress(f"verify {m.id}") as progress:
-            rep = verify_snapshot(app.aws, region, m.id, repo, workers, progress)
+            try:
+                rep = verify_snapshot(app.aws, region, m.id, repo, workers, progress)
+            except FormatError as e:  # a manifest naming parts it may not (a traversal), a changed schema.json
+                rep = _unreadable_report(m.id, str(e), listed=True)
         reports.append({"source_key": m.source_key, **rep})
+    # a damaged manifest is a failed snapshot of the audit, not the end of it
+    reports += [{"source_key": sk, **_unreadable_report(sid, why)} for sk, sid, why in unreadable]
+    reports.sort(key=lambda x: x["snapshot_id"])
     failed = [x for x in reports if not x["ok"]]
     if as_json:
         console.emit_json({"repository": str(r.uri), "ok": not failed, "checked": len(reports),

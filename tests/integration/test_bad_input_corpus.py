@@ -173,6 +173,17 @@ def _ddl(schema: dict[str, Any]) -> Any:
     return schema
 
 
+def _legacy(doc: dict[str, Any]) -> Any:
+    """A manifest as backupctl wrote them before it recorded schema.json's sha256."""
+    doc.pop("schema_sha256")
+    return doc
+
+
+def _ddb_key(schema: dict[str, Any]) -> Any:
+    schema["key_schema"] = [{"AttributeName": "other", "KeyType": "HASH"}]
+    return schema
+
+
 @pytest.fixture(scope="module")
 def world(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     if not server_up():  # pragma: no cover
@@ -211,10 +222,13 @@ def world(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         for i, (kind, how, schema) in enumerate((
                 ("keyset-traversal", _keyset("keys/../../backupctl.json"), None),
                 ("tombstone-traversal", _tombstones, None),
-                ("ddl-two-statements", None, _ddl))):
+                ("ddl-two-statements", None, _ddl),
+                ("ddl-legacy-two-statements", _legacy, _ddl))):
             sid = f"20200102T0000{i:02d}Z-{i:06x}"
             copy_snapshot(aws, f"{name}-repo", f"{name}-tampered", w.my_sid, sid, how, schema)
             w.tampered[kind] = sid
+        copy_snapshot(aws, f"{name}-repo", f"{name}-tampered", w.ddb_sid, "20200103T000000Z-000000", None, _ddb_key)
+        w.tampered["ddb-schema"] = "20200103T000000Z-000000"
         w.files.update(write_playbooks(w))
         try:
             yield w
@@ -393,7 +407,14 @@ CASES = [
     Case("manifest-keyset-traversal", restore_my(tampered("keyset-traversal"), repo="bad_repo"), 5,
          "invalid part key"),
     Case("manifest-tombstone-traversal", restore_my(tampered("tombstone-traversal"), repo="bad_repo"), 5),
-    Case("schema-two-statements", restore_my(tampered("ddl-two-statements"), repo="bad_repo"), 5),
+    Case("schema-two-statements", restore_my(tampered("ddl-two-statements"), repo="bad_repo"), 5,
+         "differs from the one the manifest recorded"),
+    # a manifest without schema_sha256 (older backupctl): the server still refuses two statements
+    Case("schema-legacy-two-statements", restore_my(tampered("ddl-legacy-two-statements"), repo="bad_repo"), 5),
+    Case("schema-ddb-changed", restore_ddb(tampered("ddb-schema"), repo="bad_repo"), 5,
+         "differs from the one the manifest recorded"),
+    Case("verify-schema-changed", lambda w: ["snapshots", "verify", w.tampered["ddl-two-statements"], "--repo",
+                                             w.bad_repo], 5, "differs from the one the manifest recorded"),
 ]
 
 
@@ -412,3 +433,39 @@ def test_bad_input(world: World, case: Case, monkeypatch: pytest.MonkeyPatch) ->
     assert "hunter2" not in r.err
     assert r.out == ""
     assert world.state() == before, "something was written"
+
+
+def test_list_and_audit_of_a_damaged_repository(world: World) -> None:
+    """A damaged manifest fails a plain listing (the corpus above); --skip-unreadable lists the readable
+    snapshots and names each damaged one on a warning line; verify --all reports every snapshot."""
+    mysql_kinds = ("keyset-traversal", "tombstone-traversal", "ddl-two-statements", "ddl-legacy-two-statements")
+    # manifests that read: their MySQL fields and the schema are checked by verify
+    readable = sorted([*(world.tampered[k] for k in mysql_kinds), world.tampered["ddb-schema"]])
+    damaged = sorted(world.tampered[k] for k in TAMPER_DDB)
+
+    r = run_cli(*world.ep, "snapshots", "list", "--repo", world.bad_repo)
+    assert r.code == 5 and r.err.strip().endswith("(--skip-unreadable lists the readable snapshots)"), r.err
+
+    r = run_cli(*world.ep, "snapshots", "list", "--repo", world.bad_repo, "--skip-unreadable", "--json")
+    assert r.code == 0, r.err
+    assert [s["snapshot_id"] for s in one_json(r.out)] == readable
+    warnings = [ln for ln in r.err.splitlines() if ln.strip()]
+    assert [ln.split()[2] for ln in warnings] == damaged  # one line each, in id order
+    assert all(ln.startswith("warning: snapshot ") and "is unreadable and not listed: " in ln for ln in warnings)
+    other = next(ln for ln in warnings if world.tampered["other-id"] in ln)
+    assert "names snapshot 20200101T000000Z-aaaaaa, not " + world.tampered["other-id"] in other
+
+    r = run_cli(*world.ep, "snapshots", "verify", "--all", "--repo", world.bad_repo, "--json")
+    assert r.code == 5, r.err
+    doc = one_json(r.out)
+    by_id = {x["snapshot_id"]: x for x in doc["snapshots"]}
+    assert sorted(by_id) == sorted(damaged + readable)
+    assert all(not by_id[s]["ok"] and by_id[s]["problems"][0].startswith("manifest unreadable: ") for s in damaged)
+    for kind in ("keyset-traversal", "tombstone-traversal", "ddl-two-statements", "ddb-schema"):
+        assert not by_id[world.tampered[kind]]["ok"], kind
+    for kind in ("ddl-two-statements", "ddb-schema"):
+        assert "differs from the one the manifest recorded" in by_id[world.tampered[kind]]["problems"][0]
+    # a legacy manifest (no schema_sha256) cannot tie its schema.json: restore's server-side refusal stands
+    failed = {x["snapshot_id"] for x in doc["snapshots"] if not x["ok"]}
+    assert failed == set(damaged + readable) - {world.tampered["ddl-legacy-two-statements"]}
+    assert (doc["checked"], doc["failed"], doc["ok"]) == (len(by_id), len(failed), False)
