@@ -719,14 +719,7 @@ def driver_batch(rows: Sequence[Sequence[Any]], columns: Sequence[dict[str, Any]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-# -- Arrow -> LOAD DATA text --------------------------------------------------------------
-
-# LOAD DATA ... FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '"' ESCAPED BY '' LINES TERMINATED BY '\n':
-# every value is quoted ("" inside), NULL is the bare word NULL; binary values travel as hex (UNHEX),
-# BIT as a decimal number (CAST AS UNSIGNED), everything else as the text MySQL parses back exactly.
-LOAD_FORMAT = ("CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' "
-               "LINES TERMINATED BY '\\n'")
-
+# -- binary <-> hex text (bytea on the PostgreSQL stand-in) ------------------------------
 
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _HEX_PAIRS = np.stack([_HEX_DIGITS[np.arange(256) >> 4], _HEX_DIGITS[np.arange(256) & 15]], axis=1)
@@ -769,6 +762,16 @@ def unhex_binary(arr: pa.Array) -> pa.Array:
     raw = (nibbles[0::2] << 4) | nibbles[1::2]
     return pa.Array.from_buffers(pa.binary(), n, [validity, pa.py_buffer((offsets // 2).astype(np.int32)),
                                                   pa.py_buffer(raw.astype(np.uint8))], null_count=arr.null_count)
+
+
+# -- Arrow -> LOAD DATA text --------------------------------------------------------------
+
+# LOAD DATA ... FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '"' ESCAPED BY '' LINES TERMINATED BY '\n':
+# every value is quoted ("" inside), NULL is the bare word NULL; binary values travel verbatim
+# (docs/adr/0016), BIT as a decimal number (CAST AS UNSIGNED), everything else as the text MySQL parses
+# back exactly.
+LOAD_FORMAT = ("CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' "
+               "LINES TERMINATED BY '\\n'")
 
 
 def _plain_decimal(arr: pa.Array, scale: int) -> pa.Array:
