@@ -57,7 +57,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -575,7 +575,8 @@ class Bench:
             return
         try:
             doc = json.loads(run.stdout)
-            r.update({"verification": doc.get("verification"), "backupctl_duration_s": doc.get("duration_s")})
+            r.update({"verification": doc.get("verification"), "verified_by": doc.get("verified_by"),
+                      "backupctl_duration_s": doc.get("duration_s")})
         except ValueError:
             pass
         self.check_copy(name, DB_DST, TABLE)
@@ -710,7 +711,7 @@ def print_table(doc: dict[str, Any]) -> None:
           f"uncommitted changes: {code.get('uncommitted_changes_in_backupctl', '?')}, "
           f"py sha256 {code.get('sha256_of_py_files', '?')[:12]})")
     print(f"figures: medians of {doc.get('repeat', 1)} interleaved rounds (runs in the notes)\n")
-    rows = [("tool", "seconds", "rows/s", "peak RSS MiB", "notes")]
+    rows: list[tuple[str, ...]] = [("tool", "seconds", "rows/s", "peak RSS MiB", "notes")]
     for name, r in res.items():
         if not isinstance(r, dict) or "seconds" not in r or name == "generate":
             continue
@@ -725,31 +726,33 @@ def print_table(doc: dict[str, Any]) -> None:
         if "verified" in r:
             notes.append("copy verified")
         if "verification" in r:
-            notes.append(f"backupctl verify: {r['verification']}")
+            by = f" ({r['verified_by']})" if r.get("verified_by") else ""
+            notes.append(f"backupctl verify: {r['verification']}{by}")
         rows.append((name, f"{r['seconds']:.2f}", f"{r['rows_per_s']:,.0f}",
                      f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "-", "; ".join(notes)))
     for name, err in doc["errors"].items():
         rows.append((name, "FAILED", "-", "-", err.splitlines()[0][:100]))
-    widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
-    for i, r in enumerate(rows):
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
-        if i == 0:
-            print("| " + " | ".join("-" * w for w in widths) + " |")
+    markdown_table(rows)
     print()
-    rows = [("target", "goal", "measured", "met")]
+    targets: list[tuple[str, ...]] = [("target", "goal", "measured", "met")]
     for t in doc["targets"]:
         met = "n/a" if t["met"] is None else ("MET" if t["met"] else "MISSED")
-        rows.append((t["target"], t["goal"], "-" if t["value"] is None else f"{t['value']:.2f}x", met))
-    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
-    for i, r in enumerate(rows):
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
-        if i == 0:
-            print("| " + " | ".join("-" * w for w in widths) + " |")
+        targets.append((str(t["target"]), str(t["goal"]), "-" if t["value"] is None else f"{t['value']:.2f}x", met))
+    markdown_table(targets)
     if doc["results"].get("rss_by_rows_mb"):
         print("\npeak RSS of backupctl snapshot by table size (MiB): "
               + ", ".join(f"{int(k):,} rows: {v}" for k, v in doc["results"]["rss_by_rows_mb"].items()))
     for name, err in doc["errors"].items():
         print(f"\n{name} failed:\n{err}")
+
+
+def markdown_table(rows: Sequence[Sequence[str]]) -> None:
+    """A Markdown table, the first row as its header, columns padded to their widest cell."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+        if i == 0:
+            print("| " + " | ".join("-" * w for w in widths) + " |")
 
 
 def main() -> int:
