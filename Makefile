@@ -30,7 +30,7 @@ integration: $(STAMP) services
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(wildcard backupctl spark_jobs tests bench)
-	$(BIN)/mypy backupctl
+	$(BIN)/mypy backupctl bench
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
