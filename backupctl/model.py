@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from backupctl import __version__
 from backupctl.errors import FormatError, InvalidInput
+
+T = TypeVar("T")
 
 FORMAT_VERSION = "1.0"
 FORMAT_MAJOR = 1
@@ -44,6 +47,28 @@ def new_snapshot_id(now: datetime | None = None) -> str:
     """A snapshot id that sorts by creation time: ``20261127T013000Z-1a2b3c``."""
     now = now or utcnow()
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def newest_by_name(names: Iterable[str], second: Callable[[str], str], read: Callable[[str], T | None],
+                   order: Callable[[T], Any]) -> T | None:
+    """The newest of ``names`` (snapshot or drill ids, keys) whose ``read`` gives a value (None: skipped).
+
+    Such names sort by creation time to the second only (``second(name)`` is that part): several made
+    in one second sort at random among themselves. So every readable one of the newest second is read
+    and ``order`` (e.g. created_at with microseconds, then the id) picks among them.
+    """
+    best: T | None = None
+    best_second: str | None = None
+    for name in sorted(names, reverse=True):
+        if best_second is not None and second(name) != best_second:
+            break
+        value = read(name)
+        if value is None:
+            continue
+        best_second = second(name)
+        if best is None or order(value) > order(best):
+            best = value
+    return best
 
 
 def check_snapshot_id(text: str) -> str:

@@ -714,7 +714,7 @@ class Repository:
                     if unreadable is None:
                         raise
                     unreadable.append((sk, sid, str(e)))
-        out.sort(key=lambda md: md[0].id)
+        out.sort(key=lambda md: (md[0].created_at, md[0].id))  # ids sort by time to the second only
         if unreadable:
             unreadable.sort(key=lambda u: u[1])
         return out

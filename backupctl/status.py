@@ -3,9 +3,10 @@
 A *source* is a ``<source-key>`` of the repository (``snapshots/<source-key>/``
 or ``drills/<source-key>/``): a DynamoDB table in a region, a MySQL
 database.table. The newest snapshot is found without reading every manifest:
-snapshot ids sort by creation time, so the ids are walked newest first and
-the first one with a manifest (committed) is taken. The last drill is the
-newest ``drills/<source-key>/<drill-id>.json`` (drill ids sort by time too).
+snapshot ids sort by creation time to the second, so the ids are walked newest
+first and, among the committed ones of the newest second, the manifest's
+``created_at`` decides (``model.newest_by_name``). The last drill is the newest
+``drills/<source-key>/<drill-id>.json`` the same way (drill ids sort by time too).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from backupctl.errors import FormatError, NotFound
-from backupctl.model import Manifest, parse_time, utcnow
+from backupctl.model import Manifest, newest_by_name, parse_time, utcnow
 from backupctl.pipelines.drill_report import DRILLS_PREFIX, human_seconds, latest_drill
 from backupctl.repository import Repository
 
@@ -32,15 +33,18 @@ def describe_source(source: dict[str, Any], source_key: str) -> str:
 
 
 def newest_snapshot(repo: Repository, source_key: str) -> Manifest | None:
-    """The newest committed snapshot of a source (ids sort by creation time), or None."""
-    for sid in sorted(repo.store.list_dirs(f"snapshots/{source_key}/"), reverse=True):
+    """The newest committed snapshot of a source (by created_at; ids sort by it to the second), or None."""
+
+    def read(sid: str) -> Manifest | None:
         try:
             return Manifest.from_dict(repo.store.get_json(repo.snapshot_prefix(source_key, sid) + "manifest.json"))
         except NotFound:
-            continue  # in progress or crashed: not a snapshot
+            return None  # in progress or crashed: not a snapshot
         except FormatError:
-            continue  # not readable by this backupctl: `snapshots list` says why
-    return None
+            return None  # not readable by this backupctl: `snapshots list --skip-unreadable` says why
+
+    return newest_by_name(repo.store.list_dirs(f"snapshots/{source_key}/"), lambda sid: sid[:16], read,
+                          lambda m: (m.created_at, m.id))
 
 
 def source_status(repo: Repository, max_age_s: float | None = None, now: datetime | None = None) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from backupctl.errors import NotFound
-from backupctl.model import isoformat, parse_time, utcnow
+from backupctl.model import isoformat, newest_by_name, parse_time, utcnow
 from backupctl.repository import Repository
 
 DRILLS_PREFIX = "drills/"
@@ -127,16 +127,18 @@ def load_drills(repo: Repository, warn: Callable[[str], None] | None = None,
 
 
 def latest_drill(repo: Repository, source_key: str) -> dict[str, Any] | None:
-    """The newest drill of one source (drill ids sort by time), or None."""
-    keys = sorted(k for k in repo.store.list_keys(f"{DRILLS_PREFIX}{source_key}/") if k.endswith(".json"))
-    for key in reversed(keys):
+    """The newest drill of one source (by started_at; drill ids sort by it to the second), or None."""
+    folder = f"{DRILLS_PREFIX}{source_key}/"
+
+    def read(key: str) -> dict[str, Any] | None:
         try:
             doc = repo.store.get_json(key)
         except NotFound:
-            continue
-        if isinstance(doc, dict):
-            return summarize(doc, key, repo.store.url(key))
-    return None
+            return None
+        return summarize(doc, key, repo.store.url(key)) if isinstance(doc, dict) else None
+
+    keys = [k for k in repo.store.list_keys(folder) if k.endswith(".json")]
+    return newest_by_name(keys, lambda k: k[len(folder):][:16], read, _sort_key)
 
 
 # -- formatting ---------------------------------------------------------------------

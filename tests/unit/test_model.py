@@ -14,6 +14,7 @@ from backupctl.model import (
     check_part_key,
     check_snapshot_id,
     new_snapshot_id,
+    newest_by_name,
     source_key,
 )
 
@@ -116,6 +117,25 @@ def test_snapshot_ids_sort_by_time_and_validate() -> None:
     for bad in ("", "latest", "20261127T013000Z-XYZ123", "../20261127T013000Z-1a2b3c"):
         with pytest.raises(InvalidInput):
             check_snapshot_id(bad)
+
+
+def test_newest_of_one_second_is_decided_by_creation_time_not_by_id() -> None:
+    # three snapshots made in one second: their random suffixes sort against their order of creation
+    created = {"20261127T141819Z-ffffff": "2026-11-27T14:18:19.100000Z",
+               "20261127T141819Z-dc9a56": "2026-11-27T14:18:19.900000Z",  # the newest
+               "20261127T141819Z-000001": "2026-11-27T14:18:19.500000Z",
+               "20261127T141818Z-aaaaaa": "2026-11-27T14:18:18.999999Z",
+               "20261127T141820Z-eeeeee": None}  # in progress: no manifest
+    reads: list[str] = []
+
+    def read(sid: str) -> tuple[str, str] | None:
+        reads.append(sid)
+        return None if created[sid] is None else (str(created[sid]), sid)
+
+    got = newest_by_name(created, lambda sid: sid[:16], read, lambda v: v)
+    assert got == ("2026-11-27T14:18:19.900000Z", "20261127T141819Z-dc9a56")
+    assert "20261127T141818Z-aaaaaa" not in reads  # an older second is never read
+    assert newest_by_name(["20261127T141820Z-eeeeee"], lambda sid: sid[:16], read, lambda v: v) is None
 
 
 def test_source_key_is_one_safe_path_segment() -> None:
