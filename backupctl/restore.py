@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from backupctl.aws import AwsContext, validate_region
@@ -250,7 +250,7 @@ class MySQLRestoreOptions:
     repo_uri: str | None = None
     mode: str = "new"
     password_file: str | None = None
-    workers: int = field(default_factory=mysql_target.mysql_load_workers)
+    workers: int | None = None  # None: mysql_target.mysql_load_workers (one per core, +1 with range read-backs)
     engine: str = "local"
     dry_run: bool = False
     yes: bool = False
@@ -274,7 +274,7 @@ def check_mysql_options(opts: MySQLRestoreOptions, aws: AwsContext | None = None
     if opts.only_increment and opts.mode not in ("new", "upsert"):
         raise InvalidInput(f"--only-increment applies one increment onto the existing table; it cannot be "
                            f"combined with --mode {opts.mode}")
-    if opts.workers < 1:
+    if opts.workers is not None and opts.workers < 1:
         raise InvalidInput("--workers must be at least 1")
     aws = aws or AwsContext()
     secret = SecretRef.make(aws, opts.secret_id, opts.region)
@@ -476,18 +476,19 @@ def _restore_mysql(
     engine_name, processes, why = resolve_engine(opts.engine, opts.processes, "mysql-load", loaded_rows, parts)
     if why:
         say(f"engine auto: {why}")
-    engine = local_or_processes(engine_name, opts.workers, processes, parts)
-
-    # Rows are hashed while they load only when the loaded parts' digests are the verification (the
-    # table held other rows); a table read back whole is compared with the snapshot's table digest,
-    # which the parts' sha256 (checked before any write) and that comparison together prove.
-    hash_parts = opts.verify and not verify_table
     # A full snapshot into an empty table: each load task reads its part's key range back as soon as
     # the part is in (overlapping the other parts' loads), and a final COUNT(*) proves nothing else is
     # there; the whole-table read-back remains the fallback (docs/adr/0015).
     range_pk = [c["name"] for c in key_cols]
     range_check = (verify_table and not opts.only_increment and len(chain) == 1 and chain[0].manifest.mode == "full"
                    and bool(range_pk) and all(c["kind"] in mysql_source.RANGE_KEY_KINDS for c in key_cols))
+    workers = opts.workers if opts.workers is not None else mysql_target.mysql_load_workers(range_check)
+    engine = local_or_processes(engine_name, workers, processes, parts)
+
+    # Rows are hashed while they load only when the loaded parts' digests are the verification (the
+    # table held other rows); a table read back whole is compared with the snapshot's table digest,
+    # which the parts' sha256 (checked before any write) and that comparison together prove.
+    hash_parts = opts.verify and not verify_table
     range_results: list[bool] = []
     # The final COUNT(*) (a scan of the whole clustered index, ~1 s for 1M rows) starts as soon as every
     # part is committed, beside the last parts' key-range read-backs (local engine; else at the end).

@@ -26,7 +26,6 @@ from backupctl.restore import (
     restore_mysql,
 )
 from backupctl.targets.mysql import MODES as MYSQL_MODES
-from backupctl.targets.mysql import mysql_load_workers
 
 REDSHIFT_INSERT_MODES = ("KEEP_EXISTING", "OVERWRITE_EXISTING", "TRUNCATE", "APPEND")
 
@@ -66,9 +65,9 @@ def redshift_options(f):  # type: ignore[no-untyped-def]
 @click.option("--write-percent", type=float, default=0.5, show_default=True, help="Share of provisioned WCU to use.")
 @click.option("--max-wcu", type=float, help="Write budget in WCU/s (for on-demand tables).")
 @click.option("--workers", type=int, default=None,
-              help="Concurrent load tasks. [default: 8 for DynamoDB; for MySQL one per CPU core, at least 2: its "
-                   "LOAD DATA statements into one table queue on the table's AUTO_INCREMENT lock, and fewer "
-                   "loaders let each part's read-back overlap the next loads]")
+              help="Concurrent load tasks. [default: 8 for DynamoDB; for MySQL one per CPU core, at least 2, "
+                   "and one more when each part's key range is read back after it loads: its LOAD DATA "
+                   "statements into one table queue on the table's AUTO_INCREMENT lock]")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True, callback=check_engine_choice,
               help="Where load tasks run: local, spark, emr (not yet), auto (local for now).")
 @spark_master_option
@@ -198,7 +197,7 @@ def _restore_mysql(
         raise InvalidInput("--to-table applies to DynamoDB targets; use --table for a MySQL target")
     opts = MySQLRestoreOptions(
         snapshot_id=snapshot_id, target_uri=to_uri, region=region, table=table, repo_uri=repo, mode=mode,
-        password_file=password_file, workers=mysql_load_workers() if workers is None else workers, engine=engine,
+        password_file=password_file, workers=workers, engine=engine,
         dry_run=dry_run, yes=yes,
         verify=not no_verify, only_increment=only_increment, secret_id=secret_id,
     )

@@ -60,14 +60,18 @@ from backupctl.sources.mysql import read_columns, table_ref
 MODES = ("new", "upsert", "replace", "truncate", "append")
 
 
-def mysql_load_workers() -> int:
-    """Default concurrent load tasks of a MySQL restore: one per CPU core, at least 2.
+def mysql_load_workers(reading_back: bool = False) -> int:
+    """Default concurrent load tasks of a MySQL restore: one per CPU core (at least 2), one more while
+    each task reads its part's key range back after loading it (``reading_back``).
 
     LOAD DATA into one table queues on its AUTO_INCREMENT lock (innodb_autoinc_lock_mode 1, MariaDB's
-    default), so many loaders add contention, not speed; with few, each part finishes early and its
-    key-range read-back overlaps the next loads (1M-row bench: 8 loaders 11.3 s, 2 loaders 10.0-10.5 s).
+    default), so many loaders add contention, not speed (1M-row bench: 8 loaders 11.3 s, 2 loaders
+    10.0-10.5 s). A task reading its range back is not loading: with one loader per core the other one
+    then loads alone and the server waits while it builds each next statement. Measured on 2 cores
+    (1M rows, 4 interleaved pairs): verified restore 6.70-6.92 s with 2 loaders, 6.29-6.43 s with 3
+    (4: 6.43-6.78 s); without the read-back 2 loaders stay best (4.83/4.92 s vs 5.02/5.05 s with 3).
     """
-    return max(2, os.cpu_count() or 2)
+    return max(2, os.cpu_count() or 2) + (1 if reading_back else 0)
 INSERT_ROWS = 5_000  # rows handed to one executemany (split further to fit max_allowed_packet)
 COMMIT_ROWS = 50_000
 LOAD_ROWS = 25_000  # rows per LOAD DATA statement (one transaction each)
