@@ -69,8 +69,8 @@ def mysql_load_workers(reading_back: bool = False) -> int:
     10.0-10.5 s). A task reading its range back is not loading: with one loader per core the other one
     then loads alone and the server waits while it builds each next statement. Measured on 2 cores
     (1M-row verified restore, five blocks of interleaved pairs, 2 vs 3 loaders): 3 were faster in four
-    blocks (medians 6.55 -> 6.36 s, 6.88 -> 6.66 s, 6.80 -> 6.35 s, 6.57 -> 6.22 s) and equal in one
-    (6.44 vs 6.55 s), at ~70 MiB more peak RSS; 4 loaders were slower than 3. Without the read-back
+    blocks (medians 6.55 -> 6.36 s, 6.84 -> 6.66 s, 6.80 -> 6.35 s, 6.57 -> 6.22 s) and 0.11 s slower
+    in one (6.44 vs 6.55 s), at ~70 MiB more peak RSS; 4 loaders were slower than 3. Without the read-back
     2 loaders stay best (4.83/4.92 s vs 5.02/5.05 s with 3).
     """
     return max(2, os.cpu_count() or 2) + (1 if reading_back else 0)
