@@ -132,6 +132,14 @@ class PartResult:
         )
 
 
+def _sha256_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError(f"schema_sha256 {str(value)[:80]!r} is not a SHA-256 in hex")
+    return value
+
+
 @dataclass
 class Manifest:
     """The commit record of one snapshot; written last, read first."""
@@ -151,6 +159,7 @@ class Manifest:
     read: dict[str, Any] = field(default_factory=dict)
     tool: dict[str, Any] = field(default_factory=lambda: {"name": "backupctl", "version": __version__})
     format_version: str = FORMAT_VERSION
+    schema_sha256: str | None = None  # SHA-256 of schema.json's bytes (None: written before backupctl recorded it)
 
     @property
     def rows(self) -> int:
@@ -177,6 +186,7 @@ class Manifest:
             "parts": [p.to_dict() for p in self.parts],
             "totals": {"parts": len(self.parts), "rows": self.rows, "bytes": self.bytes},
             "content_digest": {"algorithm": self.digest_algorithm, "value": self.content_digest},
+            **({"schema_sha256": self.schema_sha256} if self.schema_sha256 is not None else {}),
         }
 
     @classmethod
@@ -210,6 +220,7 @@ class Manifest:
                 read=dict(d.get("read") or {}),
                 tool=dict(d.get("tool") or {}),
                 format_version=version,
+                schema_sha256=_sha256_or_none(d.get("schema_sha256")),
             )
         except (KeyError, TypeError, ValueError, OverflowError, InvalidInput) as e:
             raise FormatError(f"manifest is malformed: {e}") from e

@@ -719,8 +719,8 @@ class Repository:
             unreadable.sort(key=lambda u: u[1])
         return out
 
-    def read_schema(self, prefix: str) -> dict[str, Any]:
-        """A committed snapshot's schema.json, checked against the manifest's ``schema_sha256``.
+    def read_schema(self, prefix: str, manifest: Manifest) -> dict[str, Any]:
+        """The schema.json of the snapshot at ``prefix``, checked against its ``manifest.schema_sha256``.
 
         The schema carries what a restore executes (a MySQL ``CREATE TABLE``, a DynamoDB
         CreateTable request), so it is tied to the manifest like the parts; manifests written
@@ -728,11 +728,10 @@ class Repository:
         """
         key = prefix + "schema.json"
         data = self.store.get(key)
-        manifest = self.store.get_json(prefix + "manifest.json")
-        want = manifest.get("schema_sha256") if isinstance(manifest, dict) else None
-        if want is not None and hashlib.sha256(data).hexdigest() != want:
+        want, got = manifest.schema_sha256, hashlib.sha256(data).hexdigest()
+        if want is not None and got != want:
             raise FormatError(f"{self.store.url(key)} differs from the one the manifest recorded (sha256 "
-                              f"{hashlib.sha256(data).hexdigest()[:16]}... != {str(want)[:16]}...)")
+                              f"{got[:16]}... != {want[:16]}...)")
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as e:

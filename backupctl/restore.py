@@ -123,7 +123,7 @@ def _restore_dynamodb(
     prefix, manifest = repo.find_snapshot(opts.snapshot_id)
     if manifest.source.get("kind") != "dynamodb":
         raise InvalidInput(f"snapshot {manifest.id} is a {manifest.source.get('kind')} snapshot, not DynamoDB")
-    schema = repo.read_schema(prefix)
+    schema = repo.read_schema(prefix, manifest)
     desc = ddb_target.table_state(aws, opts.region, opts.table)
     exists = desc is not None
     empty = ddb_target.is_empty(aws, opts.region, opts.table) if exists else True
@@ -384,9 +384,9 @@ def _restore_mysql(
     if len(chain) > 1 and opts.mode == "append":
         raise InvalidInput("--mode append cannot apply increments (they update and delete rows); "
                            "use new, upsert, truncate or replace")
-    schema = repo.read_schema(prefix)
+    schema = repo.read_schema(prefix, manifest)
     for link in chain:
-        other = repo.read_schema(link.prefix) if link.prefix != prefix else schema
+        other = repo.read_schema(link.prefix, link.manifest) if link.prefix != prefix else schema
         if (other.get("stored_columns") != schema.get("stored_columns")
                 or other.get("primary_key") != schema.get("primary_key")):
             raise FormatError(f"snapshot {link.manifest.id} has other columns than {manifest.id}: the chain is invalid")

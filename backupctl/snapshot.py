@@ -247,9 +247,10 @@ def _run_leased(repo: Repository, plan: ExportPlan, snapshot_id: str, created_at
         parent_id=plan.parent_id,
         window=plan.window,
         read=plan.read,
+        schema_sha256=schema_sha256,
     )
     repo.store.put_json(prefix + "manifest.json", {**manifest.to_dict(), **extra, **write.manifest_fields(),
-                                                   "part_checksum": PART_CHECKSUM, "schema_sha256": schema_sha256})
+                                                   "part_checksum": PART_CHECKSUM})
     # After the commit point: tidy the run state (a crash here leaves a valid snapshot):
     # checkpoints, a native export's staging files, the pending record.
     lease.stop()  # no renewal may re-create the pending record after it is deleted
@@ -759,7 +760,7 @@ def _snapshot_mysql_incremental(
     if not isinstance(parent.get("key_set"), dict):
         raise NotFound(f"the newest snapshot {pid} of {where} has no key set (taken by an older backupctl): "
                        f"{full_first}")
-    if not _same_table(repo.read_schema(parent_prefix), info):
+    if not _same_table(repo.read_schema(parent_prefix, Manifest.from_dict(parent)), info):
         raise Conflict(f"table {opts.table} has changed its columns or primary key since snapshot {pid}: "
                        f"{full_first}")
     lag = timedelta(seconds=opts.safety_lag_s)

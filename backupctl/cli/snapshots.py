@@ -171,11 +171,10 @@ def verify(
         console.info(f"[green]equal[/green]: table {against_table} has the same {live['table_rows']:,} items as the snapshot")
 
 
-def _unreadable_report(snapshot_id: str, why: str, listed: bool = False) -> dict[str, Any]:
-    """The report of a snapshot that could not be checked: its manifest unreadable, or (``listed``) a
-    manifest that reads but a snapshot that cannot be verified as it stands."""
+def _failed_report(snapshot_id: str, problem: str) -> dict[str, Any]:
+    """The verify report of a snapshot that could not be checked at all, with the one reason."""
     return {"snapshot_id": snapshot_id, "ok": False, "parts_checked": 0, "rows": 0, "manifest_rows": None,
-            "digest": None, "manifest_digest": None, "problems": [why if listed else f"manifest unreadable: {why}"]}
+            "digest": None, "manifest_digest": None, "problems": [problem]}
 
 
 def _verify_all(app: App, region: str, repo: str | None, workers: int, as_json: bool) -> None:
@@ -188,10 +187,10 @@ def _verify_all(app: App, region: str, repo: str | None, workers: int, as_json: 
             try:
                 rep = verify_snapshot(app.aws, region, m.id, repo, workers, progress)
             except FormatError as e:  # a manifest naming parts it may not (a traversal), a changed schema.json
-                rep = _unreadable_report(m.id, str(e), listed=True)
+                rep = _failed_report(m.id, str(e))
         reports.append({"source_key": m.source_key, **rep})
     # a damaged manifest is a failed snapshot of the audit, not the end of it
-    reports += [{"source_key": sk, **_unreadable_report(sid, why)} for sk, sid, why in unreadable]
+    reports += [{"source_key": sk, **_failed_report(sid, f"manifest unreadable: {why}")} for sk, sid, why in unreadable]
     reports.sort(key=lambda x: x["snapshot_id"])
     failed = [x for x in reports if not x["ok"]]
     if as_json:

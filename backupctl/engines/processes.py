@@ -204,11 +204,11 @@ class ProcessEngine:
         if not tasks:
             return []
         names = [registry.function_name(s, fn) for s in tasks]
-        mpc = mp_context()
         n = min(self.processes, len(tasks))
         setup = self.setup
         warm = setup.warm if setup and setup.warm and not setup.warm.taken and len(setup.warm.procs) >= n else None
         if warm is None:
+            mpc = mp_context()
             task_q, out_q, stop = mpc.Queue(), mpc.Queue(), mpc.Event()
             procs = [mpc.Process(target=_worker_main, name=f"backupctl-worker-{i}", daemon=True,
                                  args=(task_q, out_q, stop, setup.init if setup else None,

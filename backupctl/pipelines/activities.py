@@ -218,7 +218,7 @@ def _verify_mysql_table(ctx: RunContext, repo_node: Node, sid: str, node: Node) 
         raise InvalidInput(f"snapshot {sid} is a {m.source.get('kind')} snapshot; {node.describe()} is a MySQL table")
     doc = repo.store.get_json(prefix + "manifest.json")
     td = doc.get("table_digest") or {"rows": m.rows, "value": m.content_digest}
-    stored = [c for c in repo.read_schema(prefix)["columns"] if not c["generated"]]
+    stored = [c for c in repo.read_schema(prefix, m)["columns"] if not c["generated"]]
     settings = settings_from_uri(str(node.get("uri")), node.get("password_file"), "uri")
     table = str(node.get("table"))
     live = table_digest(settings, settings.database, table, stored)

@@ -100,7 +100,7 @@ def _check_dynamodb(ctx: acts.RunContext, sid: str) -> dict[str, Any]:
     src, tgt, rnode = ctx.node(d.source), ctx.node(d.target), ctx.node(d.repository)
     repo = Repository.open(ctx.aws, str(rnode.get("region")), rnode.get("uri"))
     prefix, m = repo.find_snapshot(sid)
-    keys = key_names(repo.read_schema(prefix))
+    keys = key_names(repo.read_schema(prefix, m))
     treg, ttable = str(tgt.get("region")), str(tgt.get("table"))
     live = table_digest(ctx.aws, treg, ttable, choose_segments(describe_table(ctx.aws, treg, ttable), None, 8), 8)
     problems: list[str] = []
@@ -176,7 +176,7 @@ def _check_mysql(ctx: acts.RunContext, sid: str) -> dict[str, Any]:
         restored_rows, restored_digest = out.get("table_rows", out.get("rows")), out.get("digest")
         samples["note"] = "sampling a Redshift copy is not available yet; the restore's read-back digest is used"
     else:
-        schema = repo.read_schema(prefix)
+        schema = repo.read_schema(prefix, m)
         stored = [c for c in schema["columns"] if not c["generated"]]
         pk = list(schema.get("primary_key") or [])
         s_set = settings_from_uri(str(src.get("uri")), src.get("password_file"), "uri")

@@ -198,7 +198,7 @@ def _links(repo: Repository, prefix: str, manifest: Any, schema_doc: dict[str, A
                      manifest.rows, manifest.content_digest)]
     chain = mysql_chain(repo, prefix, manifest)
     for link in chain:
-        other = repo.read_schema(link.prefix) if link.prefix != prefix else schema_doc
+        other = repo.read_schema(link.prefix, link.manifest) if link.prefix != prefix else schema_doc
         if (other.get("stored_columns") != schema_doc.get("stored_columns")
                 or other.get("primary_key") != schema_doc.get("primary_key")):
             raise FormatError(f"snapshot {link.manifest.id} has other columns than {manifest.id}: the chain is invalid")
@@ -241,7 +241,7 @@ def restore(
     kind = manifest.source.get("kind")
     if kind not in ("mysql", "dynamodb"):
         raise InvalidInput(f"snapshot {manifest.id} is a {kind} snapshot: Redshift restores take MySQL or DynamoDB")
-    schema_doc = repo.read_schema(prefix)
+    schema_doc = repo.read_schema(prefix, manifest)
     schema, table = rsql.parse_table(opts.table, f"public.{schema_doc['table_name']}")
     build = rsql.mysql_plan if kind == "mysql" else rsql.dynamodb_plan
     plan = build(schema_doc, schema, table, opts.dist_key, opts.sort_key)
