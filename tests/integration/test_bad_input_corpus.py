@@ -369,6 +369,7 @@ CASES = [
     Case("pg-table-dots", restore_my(MY_SID, "--table", "a.b.c", to="postgres://postgres@127.0.0.1:5432/test"), 2),
     Case("workers-zero", snap_args("--workers", "0"), 2),
     Case("workers-text", snap_args("--workers", "abc"), 2, "--workers"),
+    Case("restore-mysql-workers-zero", restore_my(MY_SID, "--workers", "0"), 2, "--workers must be at least 1"),
     Case("chunk-rows-zero", my_snap(None, "orders", "--chunk-rows", "0"), 2),
     Case("part-size-zero", snap_args("--part-size-mb", "0"), 2),
     Case("segments-zero", snap_args("--segments", "0"), 2),
