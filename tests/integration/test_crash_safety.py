@@ -89,6 +89,10 @@ def snapshot_trials(aws: AwsContext, forker: CliForker, ep: list[str], repo: str
     """Ten killed runs of ``snap``, each followed by the listing check, a re-run and a verify; the reference run."""
     duration, ref = timed_run(forker, [*ep, *snap])
     assert ref["rows"] == rows
+    # The first run also creates the repository and warms the servers: time the kills on a second one,
+    # so that they land inside a run as long as the trials' (a CI run once had most kills land after the run had ended).
+    again, _ = timed_run(forker, [*ep, *snap])
+    duration = min(duration, again)
     listing = Listing(aws, ep, repo)
     outcomes, resumed = [], 0
     for delay in delays(" ".join(snap[:2]), duration):
