@@ -48,8 +48,8 @@ def mp_context() -> Any:
     """``fork`` on Linux when this process runs one thread, else ``spawn``.
 
     A forked worker starts with the driver's modules already imported; a spawned
-    one imports pyarrow, boto3 and backupctl again (~0.5-0.7 s of CPU per worker,
-    on a 2-core machine time the run waits for). A fork copies only the calling
+    one imports pyarrow, boto3 and backupctl again (~0.4 s of CPU per worker on an
+    idle 2-core machine, more while the driver competes for it; ADR 0017). A fork copies only the calling
     thread, so a lock another thread held (a boto3 pool, a progress display, a
     queue's feeder) would stay held in the child: with any other thread alive,
     spawn. The AWS client caches are dropped in a forked child (``aws.py``); the
@@ -96,7 +96,7 @@ class WorkerSetup:
 class WarmWorkers:
     """Worker processes started ahead of a run, each waiting for its init on a queue of its own.
 
-    A spawned worker takes ~0.7 s to import backupctl (a forked one, ``mp_context``, far less); a driver
+    A spawned worker takes ~0.4 s or more to import backupctl (a forked one, ``mp_context``, ~5 ms); a driver
     that knows early that it will run worker processes starts them here, then
     does its own preparation (table statistics, chunk bounds, the repository)
     meanwhile. A ``ProcessEngine`` run whose ``WorkerSetup.warm`` holds them
