@@ -50,6 +50,7 @@ from backupctl.errors import (
 from backupctl.formats.dynamodb_json import Digest, combine_hex, decode_line, item_hash
 from backupctl.formats.parquet import (
     arrow_type,
+    batches_equal,
     hash_sum,
     hex_texts,
     iter_part_batches,
@@ -72,6 +73,7 @@ CSV_BATCH_ROWS = 16_384  # MySQL rows per Arrow batch / CSV chunk: small enough 
 READBACK_BYTES = 8 << 20  # CSV bytes of the read-back parsed at a time
 READBACK_PROCESSES = 2  # worker processes hashing the read-back of a big MySQL-sourced table
 READBACK_PROCESS_MIN_ROWS = 300_000  # below this, hashed in the driver (a worker's start costs ~0.7 s)
+COMPARE_READBACK = True  # a full snapshot's read-back compared with its parts (docs/adr/0018); False: always hashed
 _COPY_LINE_RE = re.compile(r"COPY \S+, line (\d+)(?:, column ([^:]+))?")
 
 
@@ -306,24 +308,30 @@ def restore(
         # MySQL parts' rows are hashed while loading only when their digests are the verification
         # (docs/adr/0015); --no-verify checks each part's sha256 and row count, nothing more.
         hash_parts = opts.verify and not readback
+        direct = table_level and dialect == "postgres" and plan.source_kind == "mysql"
         steps = build_steps(plan, links, mode, dialect, repo.store, iam_role,
-                            verify_rows=want_rows if table_level else None,
-                            direct=table_level and dialect == "postgres" and plan.source_kind == "mysql")
+                            verify_rows=want_rows if table_level else None, direct=direct)
+        # One full snapshot COPYed straight into the empty table: the read-back is compared with the parts.
+        compare = ((repo.store, links[0]) if COMPARE_READBACK and readback and direct and len(links) == 1
+                   and links[0].mode == "full" else None)
         for key, doc in manifests.items():
             say(f"writing {repo.store.url(key)}")
             repo.store.put_json(key, doc)
         total = loaded_rows + sum(link.deleted for link in links)
         # The read-back's hashing processes start now and wait through the load (~0.7 s start hidden).
-        pool = (HashPool(READBACK_PROCESSES) if readback and plan.source_kind == "mysql"
+        # (Not when the read-back is compared with the parts: only its fallback hashes, in the driver.)
+        pool = (HashPool(READBACK_PROCESSES) if readback and plan.source_kind == "mysql" and compare is None
                 and want_rows >= READBACK_PROCESS_MIN_ROWS else None)
         if progress_factory is None:
             loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, None, say, hash_parts)
-            result_rb = _verify(conn, settings, plan, schema_doc, readback, want_rows, want_digest, say, pool)
+            result_rb = _verify(conn, settings, plan, schema_doc, readback, want_rows, want_digest, say, pool,
+                                compare)
             _commit(conn, settings)
         else:
             with progress_factory(f"restore {schema}.{table}", total) as progress:
                 loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, progress, say, hash_parts)
-                result_rb = _verify(conn, settings, plan, schema_doc, readback, want_rows, want_digest, say, pool)
+                result_rb = _verify(conn, settings, plan, schema_doc, readback, want_rows, want_digest, say, pool,
+                                    compare)
                 _commit(conn, settings)
     except BaseException:
         _rollback(conn)
@@ -333,7 +341,7 @@ def restore(
         if pool is not None:
             pool.close()
 
-    table_rows, digest = result_rb
+    table_rows, digest, verified_by = result_rb
     if digest is not None:
         verification = "table"
     elif table_level and opts.verify:
@@ -354,6 +362,7 @@ def restore(
         "parts": plan_doc["parts"],
         "bytes": plan_doc["bytes"],
         "verification": verification,
+        "verified_by": verified_by,
         "duration_s": round(time.monotonic() - started, 3),
     }
     if digest is not None:
@@ -707,8 +716,8 @@ def _copy_out_chunks(conn: psycopg.Connection[Any], sql: str) -> Iterator[bytes]
         yield b"".join(pending)
 
 
-def hash_csv_chunk(data: bytes, stored: list[dict[str, Any]]) -> tuple[int, int]:
-    """(sum of row hashes, rows) of one chunk of read-back CSV (``_readback_sql``); runs in a worker process too."""
+def readback_batch(data: bytes, stored: list[dict[str, Any]]) -> pa.RecordBatch:
+    """One chunk of read-back CSV (``_readback_sql``) as the record batch of the part values it holds."""
     names = [c["name"] for c in stored]
     read_opts = pacsv.ReadOptions(column_names=[f"c{i}" for i in range(len(stored))])
     parse_opts = pacsv.ParseOptions(newlines_in_values=True)
@@ -718,7 +727,12 @@ def hash_csv_chunk(data: bytes, stored: list[dict[str, Any]]) -> tuple[int, int]
     table = pacsv.read_csv(pa.py_buffer(data), read_options=read_opts, parse_options=parse_opts,
                            convert_options=convert_opts)
     arrays = [_from_pg_text(table.column(i).combine_chunks(), col) for i, col in enumerate(stored)]
-    batch = pa.RecordBatch.from_arrays(arrays, names=names)
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def hash_csv_chunk(data: bytes, stored: list[dict[str, Any]]) -> tuple[int, int]:
+    """(sum of row hashes, rows) of one chunk of read-back CSV (``_readback_sql``); runs in a worker process too."""
+    batch = readback_batch(data, stored)
     return hash_sum(row_hashes(batch, stored)), batch.num_rows
 
 
@@ -748,6 +762,46 @@ class HashPool:
         self.ex.shutdown(wait=True, cancel_futures=True)
 
 
+def _readback_settings(conn: psycopg.Connection[Any]) -> None:
+    """Session settings the read-back text depends on, for this transaction only: ISO dates, shortest-exact floats."""
+    conn.execute("SET LOCAL datestyle TO 'ISO, YMD'")
+    conn.execute("SET LOCAL extra_float_digits TO 1")
+
+
+def _readback_matches(conn: psycopg.Connection[Any], plan: TablePlan, stored: list[dict[str, Any]],
+                      store: S3Store, link: Link) -> bool:
+    """Whether the target, read back in its storage order, holds exactly the parts' rows in the order loaded.
+
+    For a table filled by one direct COPY per part (``Step.direct``, docs/adr/0018): its rows are
+    compared value for value with the parts' own (each part downloaded again and its sha256 checked),
+    in Arrow (``batches_equal``), instead of hashing every row read back. Equal sequences are equal
+    multisets, so True proves what the digest comparison proves; False (another order, another
+    value, a row more or less) says nothing by itself: the caller then reads back and hashes.
+    """
+    def part_batches() -> Iterator[pa.RecordBatch]:
+        for part in link.parts:
+            key = part["key"]
+            with tempfile.TemporaryFile(prefix="backupctl-rs-") as tmp:
+                sha = store.download_to(link.prefix + key, tmp)
+                if sha != part["sha256"]:
+                    raise FormatError(f"part {key} of {link.snapshot_id} is corrupt: sha256 {sha} != manifest "
+                                      f"{part['sha256']}; nothing was committed")
+                yield from iter_part_batches(tmp, stored, CSV_BATCH_ROWS, what=f"part {key}")
+
+    _readback_settings(conn)
+    chunks = prefetch(_copy_out_chunks(conn, _readback_sql(plan, stored)), depth=2)  # read while comparing
+    parts = prefetch(part_batches(), depth=2)
+    try:
+        same = batches_equal(parts, (readback_batch(d, stored) for d in chunks))
+        if not same:
+            for _ in chunks:  # the COPY runs to its end: stopping it early would abort the transaction
+                pass
+        return same
+    finally:
+        parts.close()
+        chunks.close()
+
+
 def _readback_mysql(conn: psycopg.Connection[Any], plan: TablePlan, stored: list[dict[str, Any]],
                     pool: HashPool | None = None) -> Digest:
     """The ``mysql-row-v1`` digest of the target table, read back with COPY TO and parsed column-wise
@@ -755,9 +809,7 @@ def _readback_mysql(conn: psycopg.Connection[Any], plan: TablePlan, stored: list
     from collections import deque
 
     total, count = 0, 0
-    # Session settings the text depends on, for this transaction only: ISO dates, shortest-exact floats.
-    conn.execute("SET LOCAL datestyle TO 'ISO, YMD'")
-    conn.execute("SET LOCAL extra_float_digits TO 1")
+    _readback_settings(conn)
     chunks = prefetch(_copy_out_chunks(conn, _readback_sql(plan, stored)), depth=2)  # read while hashing
     inflight: deque[Any] = deque()
     try:
@@ -782,27 +834,39 @@ def _readback_mysql(conn: psycopg.Connection[Any], plan: TablePlan, stored: list
 
 def _verify(conn: psycopg.Connection[Any], settings: PgSettings, plan: TablePlan, schema_doc: dict[str, Any],
             table_level: bool, want_rows: int, want_digest: str, say: Callable[[str], None],
-            pool: HashPool | None = None) -> tuple[int, str | None]:
-    """(rows in the target, read-back digest or None), inside the transaction, before COMMIT.
+            pool: HashPool | None = None, compare: tuple[S3Store, Link] | None = None
+            ) -> tuple[int, str | None, str | None]:
+    """(rows in the target, read-back digest or None, what verified it), inside the transaction, before COMMIT.
 
     On the stand-in the target is read back and digested like the source
     (``mysql-row-v1`` / DynamoDB items); Redshift gets the row count only
     (its COPY ran server-side: a digest would mean reading the table back).
+    ``compare`` (a full MySQL snapshot COPYed part by part into an empty table): the read-back is
+    first compared with the parts in load order (``_readback_matches``); only when that fails is it
+    read back again and hashed, which decides.
     """
     what = f"reading back {plan.schema}.{plan.table}"
     try:
         row = conn.execute(rsql.count_sql(plan.ref)).fetchone()
         rows = int(row[0]) if row else 0
         if not table_level or settings.dialect != "postgres":
-            return rows, None
+            return rows, None, None
         say(f"reading back {plan.schema}.{plan.table} to verify")
+        verified_by = "table read-back"
         if plan.source_kind == "dynamodb":
             digest = Digest()
             with conn.cursor() as cur:
                 for (text,) in cur.stream(f"SELECT CAST({quote_ident(rsql.ITEM_COLUMN)} AS TEXT) FROM {plan.ref}"):
                     digest.add_hash(item_hash(decode_line(b'{"Item":' + text.encode() + b"}")))
         else:
-            digest = _readback_mysql(conn, plan, [c for c in schema_doc["columns"] if not c["generated"]], pool)
+            stored = [c for c in schema_doc["columns"] if not c["generated"]]
+            if compare is not None and rows == want_rows and _readback_matches(conn, plan, stored, *compare):
+                digest = Digest(int(want_digest, 16), want_rows)
+                verified_by = "parts compared"
+            else:
+                if compare is not None:
+                    say("the table did not read back as the parts it was loaded from: reading it back to hash it")
+                digest = _readback_mysql(conn, plan, stored, pool)
     except psycopg.Error as e:
         raise translate(e, what) from e
     if digest.count != want_rows or digest.hexdigest() != want_digest:
@@ -810,7 +874,7 @@ def _verify(conn: psycopg.Connection[Any], settings: PgSettings, plan: TablePlan
             f"restored table {plan.schema}.{plan.table} has {digest.count} rows with digest "
             f"{digest.hexdigest()[:16]}..., the snapshot says {want_rows} rows, {want_digest[:16]}...; "
             "nothing was committed")
-    return rows, digest.hexdigest()
+    return rows, digest.hexdigest(), verified_by
 
 
 __all__ = ["build_steps", "manifest_key", "render", "restore"]

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+import pyarrow as pa
 import pymysql
 import pytest
 
@@ -167,6 +168,7 @@ def test_types_modes_and_idempotent_reruns(aws: AwsContext, cli, srcdb: str, sch
     assert {"snapshot_id", "target", "rows", "digest", "duration_s", "insert_mode"} <= set(res)
     assert res["insert_mode"] == "OVERWRITE_EXISTING" and res["rows"] == 3 and res["table_rows"] == 3
     assert res["verification"] == "table" and res["digest"] == snap["digest"]  # read back, same mysql-row-v1 digest
+    assert res["verified_by"] == "parts compared"  # every type reads back as the value the part holds
     assert res["target"]["kind"] == "postgres" and res["target"]["schema"] == schema
 
     with pg() as c:
@@ -466,6 +468,7 @@ def test_read_back_hashed_in_worker_processes(aws: AwsContext, srcdb: str, schem
     in flight): the same digest as the snapshot; a tampered target still fails verification and rolls back."""
     import backupctl.targets.redshift as rs
 
+    monkeypatch.setattr(rs, "COMPARE_READBACK", False)  # the hashing read-back (chains, and the comparison's fallback)
     monkeypatch.setattr(rs, "READBACK_PROCESS_MIN_ROWS", 0)
     monkeypatch.setattr(rs, "READBACK_BYTES", 2000)
     mysql_sql(srcdb, TYPES_DDL)
@@ -474,6 +477,7 @@ def test_read_back_hashed_in_worker_processes(aws: AwsContext, srcdb: str, schem
     snap = snapshot(aws, srcdb, "types", repo)
     res = restore(aws, snap["snapshot_id"], repo, schema, "pooled")
     assert res["verification"] == "table" and res["digest"] == snap["digest"] and res["table_rows"] == 193
+    assert res["verified_by"] == "table read-back"
     nv = restore(aws, snap["snapshot_id"], repo, schema, "pooled_nv", verify=False)
     assert nv["verification"] == "skipped" and nv["table_rows"] == 193
     assert rows(schema, "pooled_nv") == rows(schema, "pooled")
@@ -495,3 +499,56 @@ def test_read_back_hashed_in_worker_processes(aws: AwsContext, srcdb: str, schem
     assert calls
     with pg() as c:
         assert c.execute("SELECT to_regclass(%s)", (ref(schema, "pooled"),)).fetchone()[0] is None
+
+
+def test_read_back_compared_with_the_parts(aws: AwsContext, srcdb: str, schema: str, repo: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full snapshot COPYed into an empty table is read back in storage order and compared with its parts
+    (batches of other sizes on the two sides); read back in another order it is hashed instead (same
+    transaction, same digest); a value read back differently fails and rolls the new table back."""
+    import backupctl.targets.redshift as rs
+
+    monkeypatch.setattr(rs, "READBACK_BYTES", 3000)
+    monkeypatch.setattr(rs, "CSV_BATCH_ROWS", 7)
+    mysql_sql(srcdb, TYPES_DDL)
+    mysql_sql(srcdb, f"INSERT INTO types ({', '.join(TYPES_COLS)}) VALUES ({', '.join(['%s'] * len(TYPES_COLS))})",
+              many=TYPES_ROWS + [(i,) + TYPES_ROWS[i % 2][1:] for i in range(10, 200)])
+    snap = snapshot(aws, srcdb, "types", repo, chunk_rows=50)
+    assert snap["parts"] > 1
+    res = restore(aws, snap["snapshot_id"], repo, schema, "cmp")
+    assert res["verification"] == "table" and res["verified_by"] == "parts compared"
+    assert res["digest"] == snap["digest"] and res["table_rows"] == 193
+    nv = restore(aws, snap["snapshot_id"], repo, schema, "cmp_nv", verify=False)
+    assert nv["verification"] == "skipped" and rows(schema, "cmp_nv") == rows(schema, "cmp")
+
+    real_sql = rs._readback_sql
+
+    def reversed_sql(plan: Any, stored: list[dict[str, Any]]) -> str:
+        sql = real_sql(plan, stored)
+        return sql.replace(f" FROM {plan.ref})", f" FROM {plan.ref} ORDER BY 1 DESC)")
+
+    monkeypatch.setattr(rs, "_readback_sql", reversed_sql)
+    events: list[str] = []
+    opts = RedshiftRestoreOptions(snapshot_id=snap["snapshot_id"], target_uri=PG_URI, region=DST, repo_uri=repo,
+                                  table=f"{schema}.cmp_rev")
+    res = restore_redshift(aws, opts, on_event=events.append)
+    assert res["verified_by"] == "table read-back" and res["digest"] == snap["digest"]
+    assert any("did not read back as the parts" in e for e in events)
+    assert rows(schema, "cmp_rev") == rows(schema, "cmp")
+    monkeypatch.setattr(rs, "_readback_sql", real_sql)
+
+    real_batch = rs.readback_batch
+
+    def one_value_off(data: bytes, stored: list[dict[str, Any]]) -> Any:
+        batch = real_batch(data, stored)
+        i = batch.schema.get_field_index("d10")
+        col = batch.column(i).to_pylist()
+        if col and col[0] is not None:
+            col[0] += Decimal("0.01")
+        return batch.set_column(i, batch.schema.field(i), pa.array(col, batch.column(i).type))
+
+    monkeypatch.setattr(rs, "readback_batch", one_value_off)
+    with pytest.raises(VerificationFailed, match="nothing was committed"):
+        restore(aws, snap["snapshot_id"], repo, schema, "cmp_bad")
+    with pg() as c:
+        assert c.execute("SELECT to_regclass(%s)", (ref(schema, "cmp_bad"),)).fetchone()[0] is None
