@@ -1,3 +1,3 @@
-from backupctl.cli.main import main
+from backupctl.cli.main import entry
 
-main()
+entry()
