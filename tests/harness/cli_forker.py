@@ -3,7 +3,7 @@
 The console script spends about a second importing (boto3, pyarrow, ...)
 before it does anything; a kill drawn at a random time of a run would land
 in the imports a third of the time. The helper imports ``backupctl.cli.main``
-once, then forks one child per run; the child runs ``main(args)`` - what the
+(and every subcommand) once, then forks one child per run; the child runs ``main(args)`` - what the
 console script runs - with its stdout and stderr in files. A run is given a
 ``kill_after`` delay: the helper SIGKILLs the child if it is still running
 then (timed with a pidfd, so the delay is exact). The helper has no threads
@@ -22,7 +22,8 @@ from pathlib import Path
 
 _HELPER = r'''
 import json, os, select, signal, sys, time
-from backupctl.cli.main import main
+from backupctl.cli.main import cli, main
+cli.load_all()
 
 for line in sys.stdin:
     req = json.loads(line)
