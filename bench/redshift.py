@@ -6,8 +6,8 @@ bytes a row) on the local MariaDB, takes a ``backupctl snapshot`` of it into the
 (untimed), and measures with the wall clock around a subprocess:
 
 1. ``backupctl restore ID --to postgres://.../bench_redshift --table public.t`` into an absent table
-   (the default: OVERWRITE_EXISTING, verification on: the table is read back and its content digest
-   compared with the snapshot's inside the transaction);
+   (the default: OVERWRITE_EXISTING, verification on: the table is read back inside the transaction
+   and compared with the snapshot's parts, docs/adr/0018);
 2. the same with ``--no-verify`` (parts' sha256 and row counts still checked, no row hashing);
 3. the same restore again onto the now full table (OVERWRITE_EXISTING through the staging table and
    DELETE ... USING + INSERT: the merge path, re-run idempotently);
@@ -125,8 +125,8 @@ class Bench:
         if r is None:
             return
         doc = json.loads(run.stdout)
-        r.update({"verification": doc.get("verification"), "table_rows": doc.get("table_rows"),
-                  "backupctl_duration_s": doc.get("duration_s")})
+        r.update({"verification": doc.get("verification"), "verified_by": doc.get("verified_by"),
+                  "table_rows": doc.get("table_rows"), "backupctl_duration_s": doc.get("duration_s")})
         if doc.get("table_rows") != self.rows:
             self.errors[name] = f"the table holds {doc.get('table_rows')} rows, expected {self.rows}"
             self.results.pop(name)
@@ -214,7 +214,8 @@ def report(doc: dict[str, Any]) -> None:
     for name, r in res.items():
         if "seconds" not in r or name == "generate":
             continue
-        notes = [f"verification {r['verification']}"] if r.get("verification") else []
+        notes = [f"verification {r['verification']}" + (f" ({r['verified_by']})" if r.get("verified_by") else "")
+                 ] if r.get("verification") else []
         if len(r.get("runs", [])) > 1:
             notes.insert(0, "median of " + ", ".join(f"{x:.2f}" for x in r["runs"]))
         if r.get("verified"):

@@ -770,8 +770,31 @@ def unhex_binary(arr: pa.Array) -> pa.Array:
 # every value is quoted ("" inside), NULL is the bare word NULL; binary values travel verbatim
 # (docs/adr/0016), BIT as a decimal number (CAST AS UNSIGNED), everything else as the text MySQL parses
 # back exactly.
-LOAD_FORMAT = ("CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' "
-               "LINES TERMINATED BY '\\n'")
+LOAD_FIELDS = "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' LINES TERMINATED BY '\\n'"
+
+# Column character sets that store a value as the very UTF-8 bytes ``load_csv`` writes for it.
+_UTF8_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "ascii"})
+
+
+def load_charset(columns: Sequence[dict[str, Any]]) -> str:
+    """The CHARACTER SET a LOAD DATA of ``load_csv`` text into ``columns`` declares.
+
+    ``binary`` when every text column's character set stores the UTF-8 bytes as they are: the server
+    then neither converts nor re-validates the text (the values come from a column of the same
+    character set, and a verified restore compares them afterwards). Measured on the 1M-row bench
+    table, 40 statements one after another: 11.27 s vs 12.18 s median with ``utf8mb4`` (7 interleaved
+    pairs, 6 faster). ``utf8mb4`` otherwise — another character set (latin1, ...) needs the server's
+    conversion — and for a JSON column (MySQL refuses JSON text declared binary).
+    """
+    for c in columns:
+        if c["kind"] == "json" or (c["kind"] == "string" and str(c.get("charset") or "").lower() not in _UTF8_CHARSETS):
+            return "utf8mb4"
+    return "binary"
+
+
+def load_format(columns: Sequence[dict[str, Any]]) -> str:
+    """Everything of LOAD DATA between the table and the column list (see ``load_csv``)."""
+    return f"CHARACTER SET {load_charset(columns)} {LOAD_FIELDS}"
 
 
 def _plain_decimal(arr: pa.Array, scale: int) -> pa.Array:
@@ -821,7 +844,7 @@ def load_texts(arr: pa.Array, col: dict[str, Any]) -> pa.Array:
 
 
 def load_csv(batch: pa.RecordBatch, columns: Sequence[dict[str, Any]]) -> bytes:
-    """The LOAD DATA text of a batch (see ``LOAD_FORMAT``)."""
+    """The LOAD DATA text of a batch (see ``load_format``)."""
     import pyarrow.csv as pacsv
 
     arrays = [load_texts(batch.column(i), c) for i, c in enumerate(columns)]

@@ -29,12 +29,12 @@ from backupctl.engines.local import TaskContext
 from backupctl.errors import BackupctlError, Conflict, FormatError, Interrupted
 from backupctl.formats.dynamodb_json import Digest
 from backupctl.formats.parquet import (
-    LOAD_FORMAT,
     batches_equal,
     hash_sum,
     iter_part_batches,
     iter_part_rows,
     load_csv,
+    load_format,
     load_targets,
     normalize,
     row_hash,
@@ -213,9 +213,9 @@ def plan_load(*, aws: dict[str, Any], settings: MySQLSettings, manifest_parts: l
 
 
 def load_sql(database: str, table: str, columns: list[dict[str, Any]]) -> str:
-    """``LOAD DATA LOCAL INFILE`` of ``load_csv`` text into ``columns`` (see ``formats.parquet.LOAD_FORMAT``)."""
+    """``LOAD DATA LOCAL INFILE`` of ``load_csv`` text into ``columns`` (see ``formats.parquet.load_format``)."""
     targets, sets = load_targets(columns, quote_ident)
-    return (f"LOAD DATA LOCAL INFILE '{INFILE_NAME}' INTO TABLE {table_ref(database, table)} {LOAD_FORMAT} "
+    return (f"LOAD DATA LOCAL INFILE '{INFILE_NAME}' INTO TABLE {table_ref(database, table)} {load_format(columns)} "
             f"{targets}{sets}")
 
 

@@ -116,3 +116,19 @@ def test_key_ranges() -> None:
     assert sql == ("SELECT `id`, `d`, (`f` + 0e0) FROM `d`.`t``x` WHERE ((`id` > %s)) AND ((`id` <= %s)) "
                    "ORDER BY `id`")
     assert params == [1, 9]
+
+
+def test_load_charset_is_binary_only_for_utf8_text() -> None:
+    from backupctl.formats.parquet import load_charset, load_format
+
+    def col(kind: str, charset: str | None = None) -> dict[str, Any]:
+        return {"name": f"c_{kind}", "kind": kind, "charset": charset}
+
+    utf8 = [col("int"), col("decimal"), col("binary"), col("bit"), col("time"), col("string", "utf8mb4"),
+            col("string", "utf8mb3"), col("string", "ascii"), col("string", "UTF8MB4")]
+    assert load_charset(utf8) == "binary" and load_charset([col("int")]) == "binary"
+    assert load_format(utf8).startswith("CHARACTER SET binary FIELDS TERMINATED BY ','")
+    assert load_charset([*utf8, col("string", "latin1")]) == "utf8mb4"  # the server converts to latin1
+    assert load_charset([*utf8, col("string", None)]) == "utf8mb4"  # unknown: let the server convert
+    assert load_charset([*utf8, col("json", "utf8mb4")]) == "utf8mb4"  # MySQL refuses JSON declared binary
+    assert load_format([col("json")]).startswith("CHARACTER SET utf8mb4 FIELDS")
