@@ -29,6 +29,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -552,6 +553,18 @@ def _check_lengths(batch: pa.RecordBatch, cols: list[Column], where: str, pos: i
                            f"{c.stage_type} (Redshift lengths are bytes); nothing was committed")
 
 
+@contextmanager
+def _downloaded(store: S3Store, link: Link, part: dict[str, Any]) -> Iterator[IO[bytes]]:
+    """A MySQL part in a temporary file, its sha256 checked against the manifest's."""
+    key = part["key"]
+    with tempfile.TemporaryFile(prefix="backupctl-rs-") as tmp:
+        sha = store.download_to(link.prefix + key, tmp)
+        if sha != part["sha256"]:
+            raise FormatError(f"part {key} of {link.snapshot_id} is corrupt: sha256 {sha} != manifest "
+                              f"{part['sha256']}")
+        yield tmp
+
+
 def _csv_chunks(store: S3Store, link: Link, parts: list[dict[str, Any]], stored: list[dict[str, Any]],
                 cols: list[Column], direct: bool, hash_rows: bool = True
                 ) -> Iterator[tuple[dict[str, Any], bytes | None, int]]:
@@ -564,11 +577,7 @@ def _csv_chunks(store: S3Store, link: Link, parts: list[dict[str, Any]], stored:
     names = [f"c{i}" for i in range(len(stored))]
     for part in parts:
         key = part["key"]
-        with tempfile.TemporaryFile(prefix="backupctl-rs-") as tmp:
-            sha = store.download_to(link.prefix + key, tmp)
-            if sha != part["sha256"]:
-                raise FormatError(f"part {key} of {link.snapshot_id} is corrupt: sha256 {sha} != manifest "
-                                  f"{part['sha256']}")
+        with _downloaded(store, link, part) as tmp:
             total, pos = 0, 0
             for batch in iter_part_batches(tmp, stored, CSV_BATCH_ROWS, what=f"part {key}"):
                 if hash_rows:
@@ -780,13 +789,8 @@ def _readback_matches(conn: psycopg.Connection[Any], plan: TablePlan, stored: li
     """
     def part_batches() -> Iterator[pa.RecordBatch]:
         for part in link.parts:
-            key = part["key"]
-            with tempfile.TemporaryFile(prefix="backupctl-rs-") as tmp:
-                sha = store.download_to(link.prefix + key, tmp)
-                if sha != part["sha256"]:
-                    raise FormatError(f"part {key} of {link.snapshot_id} is corrupt: sha256 {sha} != manifest "
-                                      f"{part['sha256']}; nothing was committed")
-                yield from iter_part_batches(tmp, stored, CSV_BATCH_ROWS, what=f"part {key}")
+            with _downloaded(store, link, part) as tmp:
+                yield from iter_part_batches(tmp, stored, CSV_BATCH_ROWS, what=f"part {part['key']}")
 
     _readback_settings(conn)
     chunks = prefetch(_copy_out_chunks(conn, _readback_sql(plan, stored)), depth=2)  # read while comparing
