@@ -63,9 +63,9 @@ def verify_snapshot(
     validate_region(region, "--region")
     repo = Repository.open(aws, region, repo_uri)
     prefix, manifest = repo.find_snapshot(snapshot_id)
-    repo.read_schema(prefix, manifest)  # present, JSON, and the one the manifest recorded (FormatError otherwise)
+    schema = repo.read_schema(prefix, manifest)  # present, JSON, the one the manifest recorded (else FormatError)
     if manifest.source.get("kind") == "mysql":
-        return _verify_mysql(repo, prefix, manifest, workers, progress)
+        return _verify_mysql(repo, prefix, manifest, schema, workers, progress)
     parts = [p.to_dict() for p in manifest.parts]
 
     def one(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
@@ -152,9 +152,9 @@ def _check_parquet_part(repo: Repository, prefix: str, spec: dict[str, Any]) -> 
             "problems": problems}
 
 
-def _verify_mysql(repo: Repository, prefix: str, manifest: Any, workers: int, progress: Any) -> dict[str, Any]:
+def _verify_mysql(repo: Repository, prefix: str, manifest: Any, schema: dict[str, Any], workers: int,
+                  progress: Any) -> dict[str, Any]:
     doc = repo.store.get_json(prefix + "manifest.json")
-    schema = repo.read_schema(prefix, manifest)
     stored = [c for c in schema["columns"] if not c["generated"]]
     key_set = doc.get("key_set") if isinstance(doc.get("key_set"), dict) else None
     tombs = doc.get("tombstones") if isinstance(doc.get("tombstones"), dict) else None

@@ -62,7 +62,7 @@ from backupctl.formats.parquet import (
 from backupctl.leases import ReaderLeases
 from backupctl.model import check_snapshot_id
 from backupctl.pg_conn import PgSettings, quote_ident, settings_from_uri, translate
-from backupctl.prefetch import prefetch
+from backupctl.prefetch import Prefetch, prefetch
 from backupctl.repository import Repository, S3Store, parse_repo_uri
 from backupctl.restore import RedshiftRestoreOptions, mysql_chain
 from backupctl.targets import redshift_sql as rsql
@@ -771,10 +771,14 @@ class HashPool:
         self.ex.shutdown(wait=True, cancel_futures=True)
 
 
-def _readback_settings(conn: psycopg.Connection[Any]) -> None:
-    """Session settings the read-back text depends on, for this transaction only: ISO dates, shortest-exact floats."""
+def _readback_chunks(conn: psycopg.Connection[Any], plan: TablePlan, stored: list[dict[str, Any]]) -> Prefetch[bytes]:
+    """The target's read-back CSV (``_readback_sql``) in chunks, read one step ahead in a thread.
+
+    The text depends on session settings, set for this transaction only: ISO dates, shortest-exact floats.
+    """
     conn.execute("SET LOCAL datestyle TO 'ISO, YMD'")
     conn.execute("SET LOCAL extra_float_digits TO 1")
+    return prefetch(_copy_out_chunks(conn, _readback_sql(plan, stored)), depth=2)
 
 
 def _readback_matches(conn: psycopg.Connection[Any], plan: TablePlan, stored: list[dict[str, Any]],
@@ -792,8 +796,7 @@ def _readback_matches(conn: psycopg.Connection[Any], plan: TablePlan, stored: li
             with _downloaded(store, link, part) as tmp:
                 yield from iter_part_batches(tmp, stored, CSV_BATCH_ROWS, what=f"part {part['key']}")
 
-    _readback_settings(conn)
-    chunks = prefetch(_copy_out_chunks(conn, _readback_sql(plan, stored)), depth=2)  # read while comparing
+    chunks = _readback_chunks(conn, plan, stored)  # read while comparing
     parts = prefetch(part_batches(), depth=2)
     try:
         same = batches_equal(parts, (readback_batch(d, stored) for d in chunks))
@@ -813,8 +816,7 @@ def _readback_mysql(conn: psycopg.Connection[Any], plan: TablePlan, stored: list
     from collections import deque
 
     total, count = 0, 0
-    _readback_settings(conn)
-    chunks = prefetch(_copy_out_chunks(conn, _readback_sql(plan, stored)), depth=2)  # read while hashing
+    chunks = _readback_chunks(conn, plan, stored)  # read while hashing
     inflight: deque[Any] = deque()
     try:
         for data in chunks:
