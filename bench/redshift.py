@@ -7,12 +7,14 @@ bytes a row) on the local MariaDB, takes a ``backupctl snapshot`` of it into the
 
 1. ``backupctl restore ID --to postgres://.../bench_redshift --table public.t`` into an absent table
    (the default: OVERWRITE_EXISTING, verification on: the table is read back inside the transaction
-   and compared with the snapshot's parts, docs/adr/0018);
+   and compared byte for byte with the binary COPY stream sent, docs/adr/0020);
 2. the same with ``--no-verify`` (parts' sha256 and row counts still checked, no row hashing);
 3. the same restore again onto the now full table (OVERWRITE_EXISTING through the staging table and
    DELETE ... USING + INSERT: the merge path, re-run idempotently);
 4. the limit on the stand-in: ``psql -c "\\copy t_copy FROM 't.csv' CSV"`` of the same rows (the CSV is
-   written untimed from the restored table with ``\\copy ... TO``) into an empty ``LIKE`` copy.
+   written untimed from the restored table with ``\\copy ... TO``) into an empty ``LIKE`` copy;
+5. for information, the same with the rows in PostgreSQL's binary COPY format (``\\copy ... (FORMAT
+   binary)``), the format backupctl now sends (docs/adr/0020): the server's own floor for this load.
 
 Each measured command runs --repeat times (default 3), the rounds interleaved, and its figure is the
 median, each started once the local database servers are idle (``bench/mysql.py``'s ``quiesce``)
@@ -61,6 +63,8 @@ SRC_DB = "bench_redshift_src"
 PG_DB = "bench_redshift"
 TABLE = "t"
 TARGET_VS_COPY = 0.7  # do not loosen: a missed target is reported as missed
+COPY_CSV = "psql \\copy FROM (CSV)"
+COPY_BINARY = "psql \\copy FROM (binary)"
 
 
 class Bench:
@@ -77,6 +81,7 @@ class Bench:
             self.env["PYTHONPATH"] = str(Path(args.backupctl_src).resolve())
         self.tmp = tempfile.mkdtemp(prefix="bench-redshift-")
         self.csv = os.path.join(self.tmp, "t.csv")
+        self.bin = os.path.join(self.tmp, "t.bin")
 
     def pg(self, database: str = PG_DB) -> psycopg.Connection[Any]:
         return psycopg.connect(f"{self.pg_dsn} dbname={database}", autocommit=True)
@@ -126,32 +131,34 @@ class Bench:
             return
         doc = json.loads(run.stdout)
         r.update({"verification": doc.get("verification"), "verified_by": doc.get("verified_by"),
+                  "copy_format": doc.get("copy_format"),
                   "table_rows": doc.get("table_rows"), "backupctl_duration_s": doc.get("duration_s")})
         if doc.get("table_rows") != self.rows:
             self.errors[name] = f"the table holds {doc.get('table_rows')} rows, expected {self.rows}"
             self.results.pop(name)
 
     def export_csv(self) -> bool:
-        """The restored table as CSV (untimed), the input of every ``\\copy`` run."""
-        out = subprocess.run([*self.psql(), "-c", f"\\copy public.{TABLE} TO '{self.csv}' CSV"], capture_output=True,
-                             text=True)
-        if out.returncode != 0:
-            self.errors["psql \\copy FROM (CSV)"] = f"exporting the CSV failed: {out.stderr.strip()}"
-            return False
+        """The restored table as CSV and as binary COPY data (untimed), the inputs of the ``\\copy`` runs."""
+        for name, path, fmt in ((COPY_CSV, self.csv, "CSV"), (COPY_BINARY, self.bin, "(FORMAT binary)")):
+            out = subprocess.run([*self.psql(), "-c", f"\\copy public.{TABLE} TO '{path}' {fmt}"],
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                self.errors[name] = f"exporting the rows failed: {out.stderr.strip()}"
+                return False
         return True
 
     def psql(self) -> list[str]:
         return ["psql", "-X", "-q", "-h", self.args.pg_host, "-p", str(self.args.pg_port), "-U", self.args.pg_user,
                 "-d", PG_DB, "-v", "ON_ERROR_STOP=1"]
 
-    def psql_copy(self) -> None:
-        name = "psql \\copy FROM (CSV)"
+    def psql_copy(self, binary: bool = False) -> None:
+        name, path, fmt = (COPY_BINARY, self.bin, "(FORMAT binary)") if binary else (COPY_CSV, self.csv, "CSV")
         with self.pg() as c:
             c.execute("DROP TABLE IF EXISTS public.t_copy")
             c.execute(f"CREATE TABLE public.t_copy (LIKE public.{TABLE})")
-        run = mb.run_measured([*self.psql(), "-c", f"\\copy public.t_copy FROM '{self.csv}' CSV"], self.env,
+        run = mb.run_measured([*self.psql(), "-c", f"\\copy public.t_copy FROM '{path}' {fmt}"], self.env,
                               self.args.timeout)
-        r = self.record(name, run, csv_mb=round(os.path.getsize(self.csv) / (1 << 20), 1))
+        r = self.record(name, run, file_mb=round(os.path.getsize(path) / (1 << 20), 1))
         if r is None:
             return
         with self.pg() as c:
@@ -202,6 +209,7 @@ class Bench:
                         if not self.export_csv():
                             break
                     self.psql_copy()
+                    self.psql_copy(binary=True)
         finally:
             self.cleanup()
 
@@ -216,6 +224,8 @@ def report(doc: dict[str, Any]) -> None:
             continue
         notes = [f"verification {r['verification']}" + (f" ({r['verified_by']})" if r.get("verified_by") else "")
                  ] if r.get("verification") else []
+        if r.get("copy_format"):
+            notes.append(f"COPY {r['copy_format']}")
         if len(r.get("runs", [])) > 1:
             notes.insert(0, "median of " + ", ".join(f"{x:.2f}" for x in r["runs"]))
         if r.get("verified"):
@@ -263,11 +273,11 @@ def main() -> int:
     with bench.pg("postgres") as c:
         version = c.execute("SHOW server_version").fetchone()
     res = bench.results
-    base = res.get("psql \\copy FROM (CSV)")
+    base = res.get(COPY_CSV)
 
-    def ratio(name: str) -> float | None:
+    def ratio(name: str, against: dict[str, Any] | None = base) -> float | None:
         r = res.get(name)
-        return round(r["rows_per_s"] / base["rows_per_s"], 3) if r and base else None
+        return round(r["rows_per_s"] / against["rows_per_s"], 3) if r and against else None
 
     main_ratio = ratio("backupctl restore")
     targets = [
@@ -277,6 +287,10 @@ def main() -> int:
          "value": ratio("backupctl restore --no-verify"), "met": None},
         {"target": "re-run onto the full table (merge) / psql \\copy rows/s (info)", "goal": "-",
          "value": ratio("backupctl restore (re-run onto the full table: merge)"), "met": None},
+        {"target": "restore (verification on) / psql \\copy binary rows/s (info)", "goal": "-",
+         "value": ratio("backupctl restore", res.get(COPY_BINARY)), "met": None},
+        {"target": "restore --no-verify / psql \\copy binary rows/s (info)", "goal": "-",
+         "value": ratio("backupctl restore --no-verify", res.get(COPY_BINARY)), "met": None},
     ]
     doc = {"date": started.strftime("%Y-%m-%d %H:%M:%S UTC"), "rows": args.rows, "cpus": os.cpu_count(),
            "platform": platform.platform(), "postgres": version[0] if version else "?",

@@ -24,6 +24,7 @@ whole transaction back: the target is exactly as it was.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import re
 import tempfile
 import time
@@ -59,6 +60,7 @@ from backupctl.formats.parquet import (
     row_hashes,
     unhex_binary,
 )
+from backupctl.formats.pg_binary import HEADER, JSONB_OID, TRAILER, BinaryCopy, BinaryStream, binary_type
 from backupctl.leases import ReaderLeases
 from backupctl.model import check_snapshot_id
 from backupctl.pg_conn import PgSettings, quote_ident, settings_from_uri, translate
@@ -75,6 +77,7 @@ READBACK_BYTES = 8 << 20  # CSV bytes of the read-back parsed at a time
 READBACK_PROCESSES = 2  # worker processes hashing the read-back of a big MySQL-sourced table
 READBACK_PROCESS_MIN_ROWS = 300_000  # below this, hashed in the driver (a worker's start costs ~0.7 s)
 COMPARE_READBACK = True  # a full snapshot's read-back compared with its parts (docs/adr/0018); False: always hashed
+COMPARE_BYTES = True  # ... first with the binary COPY stream sent (docs/adr/0020); False: with the parts
 _COPY_LINE_RE = re.compile(r"COPY \S+, line (\d+)(?:, column ([^:]+))?")
 
 
@@ -105,6 +108,7 @@ class Step:
     link: int | None = None
     parts: str | None = None  # "data" | "tombstones" (copy steps)
     direct: bool = False  # a stand-in COPY straight into the (empty) target table, values in target types
+    binary: bool = False  # a stand-in COPY in binary format (formats/pg_binary.py), else CSV
     expect: int | None = None
     what: str = ""
 
@@ -126,17 +130,30 @@ def jsonpaths_key(snapshot_id: str) -> str:
 
 
 def build_steps(plan: TablePlan, links: list[Link], mode: str, dialect: str, store: S3Store | None,
-                iam_role: str = "", verify_rows: int | None = None, direct: bool = False) -> list[Step]:
+                iam_role: str = "", verify_rows: int | None = None, direct: bool = False,
+                target_oids: list[int] | None = None) -> list[Step]:
     """Every statement of the restore, in order (the script ``--dry-run`` prints).
 
     ``direct`` (the stand-in, a MySQL snapshot, a target that is absent, empty or emptied by TRUNCATE):
     the first snapshot of the chain is COPied straight into the target. On an empty table every
     insert mode means "insert every row", so the staging table and the INSERT ... SELECT would only
     copy the rows a second time (docs/adr/0011).
+
+    On the stand-in a MySQL snapshot's COPY is binary when every column's type has a binary encoding
+    (docs/adr/0020); ``target_oids`` (the type OIDs of a target table that already exists) must then
+    be those very types for a COPY straight into it, else that COPY is CSV (the server converts).
     """
 
     def url(key: str) -> str:
         return store.url(key) if store is not None else f"s3://BUCKET/{key}"
+
+    def binary(cols: list[Column], into_target: bool) -> bool:
+        if dialect != "postgres" or plan.source_kind != "mysql":
+            return False
+        types = [binary_type(rsql.pg_type(c.type if into_target else c.stage_type)) for c in cols]
+        if any(t is None for t in types):
+            return False
+        return not into_target or target_oids is None or target_oids == [t[0] for t in types if t is not None]
 
     jp = url(jsonpaths_key(links[-1].snapshot_id)) if plan.source_kind == "dynamodb" else None
     steps = [Step("BEGIN", kind="begin"),
@@ -149,8 +166,9 @@ def build_steps(plan: TablePlan, links: list[Link], mode: str, dialect: str, sto
         link_mode = mode if i == 0 else "OVERWRITE_EXISTING"
         if i == 0 and direct and not link.tombstones:
             steps += [
-                Step(rsql.copy_sql("", plan.columns, dialect, csv=True, table_ref=plan.ref), kind="copy", link=i,
-                     parts="data", direct=True, what=f"{link.snapshot_id}: loading {plan.schema}.{plan.table}"),
+                Step(rsql.copy_sql("", plan.columns, dialect, csv=True, binary=binary(plan.columns, True),
+                                   table_ref=plan.ref), kind="copy", link=i, parts="data", direct=True,
+                     binary=binary(plan.columns, True), what=f"{link.snapshot_id}: loading {plan.schema}.{plan.table}"),
                 Step(rsql.count_sql(plan.ref), kind="count_stage", link=i, expect=link.rows),
             ]
             continue
@@ -159,7 +177,8 @@ def build_steps(plan: TablePlan, links: list[Link], mode: str, dialect: str, sto
             steps += [
                 Step(rsql.create_stage_sql(st, key_cols, dialect)),
                 Step(rsql.copy_sql(st, key_cols, dialect, manifest_url=url(manifest_key(link.snapshot_id, "tombstones")),
-                                   iam_role=iam_role, csv=csv), kind="copy", stage=st, link=i, parts="tombstones"),
+                                   iam_role=iam_role, csv=csv, binary=binary(key_cols, False)), kind="copy", stage=st,
+                     link=i, parts="tombstones", binary=binary(key_cols, False)),
                 Step(rsql.count_sql(quote_ident(st)), kind="count_stage", stage=st, link=i, expect=link.deleted),
                 Step(rsql.delete_matching_sql(plan, st, dialect), kind="delete_tombstones", link=i,
                      what=f"{link.snapshot_id}: deleting tombstoned keys"),
@@ -169,8 +188,8 @@ def build_steps(plan: TablePlan, links: list[Link], mode: str, dialect: str, sto
         steps += [
             Step(rsql.create_stage_sql(st, plan.columns, dialect)),
             Step(rsql.copy_sql(st, plan.columns, dialect, manifest_url=url(manifest_key(link.snapshot_id, "data")),
-                               iam_role=iam_role, jsonpaths_url=jp, csv=csv), kind="copy", stage=st, link=i,
-                 parts="data"),
+                               iam_role=iam_role, jsonpaths_url=jp, csv=csv, binary=binary(plan.columns, False)),
+                 kind="copy", stage=st, link=i, parts="data", binary=binary(plan.columns, False)),
             Step(rsql.count_sql(quote_ident(st)), kind="count_stage", stage=st, link=i, expect=link.rows),
             *[Step(s, link=i, what=f"{link.snapshot_id}: {link_mode} into {plan.schema}.{plan.table}")
               for s in rsql.apply_sql(plan, st, link_mode, dialect)],
@@ -300,7 +319,7 @@ def restore(
     conn = settings.connect()
     pool: HashPool | None = None
     try:
-        exists, empty = _target_state(conn, settings, plan)
+        exists, empty, target_oids = _target_state(conn, settings, plan)
         say(f"loading into {settings.describe()} (backend pid {conn.info.backend_pid})")
         table_level = not exists or empty or mode == "TRUNCATE"
         # With a read-back the table's digest is compared with the snapshot's: re-deriving every part's
@@ -311,10 +330,11 @@ def restore(
         hash_parts = opts.verify and not readback
         direct = table_level and dialect == "postgres" and plan.source_kind == "mysql"
         steps = build_steps(plan, links, mode, dialect, repo.store, iam_role,
-                            verify_rows=want_rows if table_level else None, direct=direct)
-        # One full snapshot COPYed straight into the empty table: the read-back is compared with the parts.
-        compare = ((repo.store, links[0]) if COMPARE_READBACK and readback and direct and len(links) == 1
-                   and links[0].mode == "full" else None)
+                            verify_rows=want_rows if table_level else None, direct=direct, target_oids=target_oids)
+        # One full snapshot COPYed straight into the empty table: the read-back is compared with what was
+        # sent (binary, docs/adr/0020) or with the parts (docs/adr/0018).
+        compare = (Compare(repo.store, links[0], _sent_hash(steps, plan)) if COMPARE_READBACK and readback and direct
+                   and len(links) == 1 and links[0].mode == "full" else None)
         for key, doc in manifests.items():
             say(f"writing {repo.store.url(key)}")
             repo.store.put_json(key, doc)
@@ -324,13 +344,15 @@ def restore(
         pool = (HashPool(READBACK_PROCESSES) if readback and plan.source_kind == "mysql" and compare is None
                 and want_rows >= READBACK_PROCESS_MIN_ROWS else None)
         if progress_factory is None:
-            loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, None, say, hash_parts)
+            loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, None, say, hash_parts,
+                          compare.sent if compare is not None else None)
             result_rb = _verify(conn, settings, plan, schema_doc, readback, want_rows, want_digest, say, pool,
                                 compare)
             _commit(conn, settings)
         else:
             with progress_factory(f"restore {schema}.{table}", total) as progress:
-                loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, progress, say, hash_parts)
+                loaded = _run(conn, settings, steps, plan, links, repo.store, schema_doc, progress, say, hash_parts,
+                              compare.sent if compare is not None else None)
                 result_rb = _verify(conn, settings, plan, schema_doc, readback, want_rows, want_digest, say, pool,
                                     compare)
                 _commit(conn, settings)
@@ -366,6 +388,9 @@ def restore(
         "verified_by": verified_by,
         "duration_s": round(time.monotonic() - started, 3),
     }
+    if dialect == "postgres":  # how the client streamed the rows: binary / csv (MySQL parts), text (DynamoDB items)
+        result["copy_format"] = "+".join(sorted({"binary" if s.binary else "csv" if plan.source_kind == "mysql"
+                                                 else "text" for s in steps if s.kind == "copy"}))
     if digest is not None:
         result["digest"] = digest
     elif dialect == "postgres" and len(links) == 1 and loaded.part_digests:
@@ -375,8 +400,10 @@ def restore(
     return result
 
 
-def _target_state(conn: psycopg.Connection[Any], settings: PgSettings, plan: TablePlan) -> tuple[bool, bool]:
-    """(exists, empty) of the target; refuses a missing schema (3) or a table with other columns (4)."""
+def _target_state(conn: psycopg.Connection[Any], settings: PgSettings, plan: TablePlan
+                  ) -> tuple[bool, bool, list[int] | None]:
+    """(exists, empty, column type OIDs or None when absent) of the target; refuses a missing schema (3)
+    or a table with other columns (4)."""
     what = f"reading the state of {plan.schema}.{plan.table}"
     try:
         if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (plan.schema,)).fetchone() is None:
@@ -386,13 +413,16 @@ def _target_state(conn: psycopg.Connection[Any], settings: PgSettings, plan: Tab
             "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
             "ORDER BY ordinal_position", (plan.schema, plan.table)).fetchall()]
         if not cols:
-            return False, True
+            return False, True, None
         want = [c.name for c in plan.columns]
         if cols != want:
             raise Conflict(f"table '{plan.schema}.{plan.table}' has columns {cols}, the snapshot {want}: "
                            "refusing to load")
+        oids = [int(r[0]) for r in conn.execute(
+            "SELECT atttypid FROM pg_attribute WHERE attrelid = CAST(%s AS regclass) AND attnum > 0 "
+            "AND NOT attisdropped ORDER BY attnum", (plan.ref,)).fetchall()]
         empty = conn.execute(f"SELECT 1 FROM {plan.ref} LIMIT 1").fetchone() is None
-        return True, empty
+        return True, empty, oids
     except psycopg.Error as e:
         raise translate(e, what) from e
 
@@ -415,7 +445,7 @@ def _commit(conn: psycopg.Connection[Any], settings: PgSettings) -> None:
 
 def _run(conn: psycopg.Connection[Any], settings: PgSettings, steps: list[Step], plan: TablePlan, links: list[Link],
          store: S3Store, schema_doc: dict[str, Any], progress: Any, say: Callable[[str], None],
-         hash_parts: bool = True) -> Loaded:
+         hash_parts: bool = True, sent: Any = None) -> Loaded:
     loaded = Loaded()
     for step in steps:
         if step.kind == "commit":
@@ -428,7 +458,7 @@ def _run(conn: psycopg.Connection[Any], settings: PgSettings, steps: list[Step],
                 parts = link.parts if step.parts == "data" else link.tombstones
                 if plan.source_kind == "mysql":
                     loaded.part_digests += _copy_mysql_parts(conn, step, plan, link, store, schema_doc, progress, say,
-                                                              hash_rows=hash_parts)
+                                                              hash_rows=hash_parts, sent=sent)
                     continue
                 for part in parts:
                     msg = f"{link.snapshot_id}: loading {step.parts} part {part['key']}"
@@ -565,13 +595,15 @@ def _downloaded(store: S3Store, link: Link, part: dict[str, Any]) -> Iterator[IO
         yield tmp
 
 
-def _csv_chunks(store: S3Store, link: Link, parts: list[dict[str, Any]], stored: list[dict[str, Any]],
-                cols: list[Column], direct: bool, hash_rows: bool = True
-                ) -> Iterator[tuple[dict[str, Any], bytes | None, int]]:
-    """(part, CSV bytes, rows) per batch, then (part, None, 0) once the part's rows and digest checked out.
+def _copy_chunks(store: S3Store, link: Link, parts: list[dict[str, Any]], stored: list[dict[str, Any]],
+                 cols: list[Column], direct: bool, hash_rows: bool = True, binary: BinaryCopy | None = None,
+                 sent: Any = None) -> Iterator[tuple[dict[str, Any], bytes | None, int]]:
+    """(part, COPY data, rows) per batch, then (part, None, 0) once the part's rows and digest checked out.
 
-    Without ``hash_rows`` (the table is read back and digested afterwards) only the part's sha256 and
-    row count are checked here.
+    The data is CSV, or with ``binary`` the binary format (its header before a part's first batch,
+    its trailer after the last: one COPY per part); ``sent`` (a hashlib object) is fed every binary
+    row sent, in order. Without ``hash_rows`` (the table is read back and digested afterwards) only
+    the part's sha256 and row count are checked here.
     """
     opts = pacsv.WriteOptions(include_header=False, batch_size=CSV_BATCH_ROWS)
     names = [f"c{i}" for i in range(len(stored))]
@@ -579,16 +611,33 @@ def _csv_chunks(store: S3Store, link: Link, parts: list[dict[str, Any]], stored:
         key = part["key"]
         with _downloaded(store, link, part) as tmp:
             total, pos = 0, 0
+            stream: BinaryStream | None = None
             for batch in iter_part_batches(tmp, stored, CSV_BATCH_ROWS, what=f"part {key}"):
                 if hash_rows:
                     total += hash_sum(row_hashes(batch, stored))
                 _check_lengths(batch, cols, f"part {key} of {link.snapshot_id}", pos)
-                arrays = [_pg_texts(batch.column(i), col, c, direct)
-                          for i, (col, c) in enumerate(zip(stored, cols, strict=True))]
-                sink = pa.BufferOutputStream()
-                pacsv.write_csv(pa.Table.from_arrays(arrays, names=names), sink, opts)
+                if binary is not None:
+                    head = b""
+                    if stream is None:
+                        stream = binary.stream()
+                        head = stream.header()
+                    data = stream.encode(batch)
+                    if sent is not None:
+                        sent.update(data)
+                    data = head + data
+                else:
+                    arrays = [_pg_texts(batch.column(i), col, c, direct)
+                              for i, (col, c) in enumerate(zip(stored, cols, strict=True))]
+                    sink = pa.BufferOutputStream()
+                    pacsv.write_csv(pa.Table.from_arrays(arrays, names=names), sink, opts)
+                    data = sink.getvalue().to_pybytes()
                 pos += batch.num_rows
-                yield part, sink.getvalue().to_pybytes(), batch.num_rows
+                yield part, data, batch.num_rows
+            if stream is not None:
+                data = stream.finish()
+                if sent is not None:
+                    sent.update(data[:-len(TRAILER)])
+                yield part, data, 0
         if hash_rows:
             _check_part_digest(link, part, Digest(total % (1 << 256), pos))
         elif pos != int(part["rows"]):
@@ -599,7 +648,7 @@ def _csv_chunks(store: S3Store, link: Link, parts: list[dict[str, Any]], stored:
 
 def _copy_mysql_parts(conn: psycopg.Connection[Any], step: Step, plan: TablePlan, link: Link, store: S3Store,
                       schema_doc: dict[str, Any], progress: Any, say: Callable[[str], None],
-                      hash_rows: bool = True) -> list[str]:
+                      hash_rows: bool = True, sent: Any = None) -> list[str]:
     """COPY every data (or tombstone) part of ``link``, one COPY per part; returns the checked part digests.
 
     One COPY per part keeps errors exact (the server's line number is the part's row; a lost
@@ -612,7 +661,12 @@ def _copy_mysql_parts(conn: psycopg.Connection[Any], step: Step, plan: TablePlan
         stored = [next(c for c in stored if c["name"] == k) for k in plan.key]
         cols = [plan.column(k) for k in plan.key]
     digests: list[str] = []
-    chunks = prefetch(_csv_chunks(store, link, parts, stored, cols, step.direct, hash_rows), depth=3)
+    binary = None
+    if step.binary:
+        binary = BinaryCopy.plan(stored, [rsql.pg_type(c.type if step.direct else c.stage_type) for c in cols])
+        assert binary is not None, "build_steps chose a binary COPY for types without a binary encoding"
+    chunks = prefetch(_copy_chunks(store, link, parts, stored, cols, step.direct, hash_rows, binary,
+                                   sent if step.direct else None), depth=3)
     key = parts[0]["key"] if parts else ""
     try:
         with conn.cursor() as cur:
@@ -838,9 +892,47 @@ def _readback_mysql(conn: psycopg.Connection[Any], plan: TablePlan, stored: list
     return Digest(total % (1 << 256), count)
 
 
+@dataclass
+class Compare:
+    """A full MySQL snapshot COPYed part by part into an empty table: what its read-back is compared with."""
+
+    store: S3Store
+    link: Link
+    sent: Any = None  # SHA-256 of the binary COPY stream sent (HEADER + rows), or None: compare with the parts
+
+
+def _sent_hash(steps: list[Step], plan: TablePlan) -> Any:
+    """A hash for the binary rows of the direct COPY, when its read-back can equal them byte for byte.
+
+    Not with a JSONB column: PostgreSQL prints JSON in its own form (key order, spacing).
+    """
+    if not any(s.kind == "copy" and s.direct and s.binary for s in steps):
+        return None
+    if any(binary_type(rsql.pg_type(c.type)) == (JSONB_OID, pa.string()) for c in plan.columns):
+        return None
+    return hashlib.sha256(HEADER)
+
+
+def _readback_bytes_match(conn: psycopg.Connection[Any], plan: TablePlan, sent: Any) -> bool:
+    """Whether the table, read back in binary COPY format in storage order, is byte for byte the stream sent.
+
+    Binary values are each type's own bytes (what the column's receive function read and its send
+    function writes), so equal streams mean every row holds the values encoded from the parts, in
+    load order (docs/adr/0020). False says nothing by itself: the caller then compares otherwise.
+    """
+    want = sent.copy()
+    want.update(TRAILER)
+    got = hashlib.sha256()
+    cols = ", ".join(quote_ident(c.name) for c in plan.columns)
+    with conn.cursor() as cur, cur.copy(f"COPY {plan.ref} ({cols}) TO STDOUT WITH (FORMAT binary)") as cp:
+        while data := cp.read():
+            got.update(data)
+    return bool(got.digest() == want.digest())
+
+
 def _verify(conn: psycopg.Connection[Any], settings: PgSettings, plan: TablePlan, schema_doc: dict[str, Any],
             table_level: bool, want_rows: int, want_digest: str, say: Callable[[str], None],
-            pool: HashPool | None = None, compare: tuple[S3Store, Link] | None = None
+            pool: HashPool | None = None, compare: Compare | None = None
             ) -> tuple[int, str | None, str | None]:
     """(rows in the target, read-back digest or None, what verified it), inside the transaction, before COMMIT.
 
@@ -848,8 +940,9 @@ def _verify(conn: psycopg.Connection[Any], settings: PgSettings, plan: TablePlan
     (``mysql-row-v1`` / DynamoDB items); Redshift gets the row count only
     (its COPY ran server-side: a digest would mean reading the table back).
     ``compare`` (a full MySQL snapshot COPYed part by part into an empty table): the read-back is
-    first compared with the parts in load order (``_readback_matches``); only when that fails is it
-    read back again and hashed, which decides.
+    first compared byte for byte with the binary stream sent (``_readback_bytes_match``), else with
+    the parts in load order (``_readback_matches``); only when that fails is it read back again and
+    hashed, which decides.
     """
     what = f"reading back {plan.schema}.{plan.table}"
     try:
@@ -866,9 +959,17 @@ def _verify(conn: psycopg.Connection[Any], settings: PgSettings, plan: TablePlan
                     digest.add_hash(item_hash(decode_line(b'{"Item":' + text.encode() + b"}")))
         else:
             stored = [c for c in schema_doc["columns"] if not c["generated"]]
-            if compare is not None and rows == want_rows and _readback_matches(conn, plan, stored, *compare):
-                digest = Digest(int(want_digest, 16), want_rows)
+            same = compare is not None and rows == want_rows
+            if same and compare is not None and compare.sent is not None and COMPARE_BYTES:
+                if _readback_bytes_match(conn, plan, compare.sent):
+                    verified_by = "bytes compared"
+                else:
+                    say("the table did not read back as the bytes sent: comparing it with the parts")
+            if verified_by == "table read-back" and same and compare is not None and _readback_matches(
+                    conn, plan, stored, compare.store, compare.link):
                 verified_by = "parts compared"
+            if verified_by != "table read-back":
+                digest = Digest(int(want_digest, 16), want_rows)
             else:
                 if compare is not None:
                     say("the table did not read back as the parts it was loaded from: reading it back to hash it")

@@ -303,16 +303,18 @@ def create_stage_sql(stage: str, columns: list[Column], dialect: str) -> str:
 
 
 def copy_sql(stage: str, columns: list[Column], dialect: str, *, manifest_url: str = "", iam_role: str = "",
-             jsonpaths_url: str | None = None, csv: bool = False, table_ref: str | None = None) -> str:
+             jsonpaths_url: str | None = None, csv: bool = False, binary: bool = False,
+             table_ref: str | None = None) -> str:
     """Load a staging table: from S3 through a manifest (Redshift), or from the client (stand-in).
 
-    On the stand-in, MySQL parts travel as CSV (built column-wise with Arrow), DynamoDB items in
+    On the stand-in, MySQL parts travel in COPY's binary format when every column's type has one
+    (``binary``, formats/pg_binary.py), else as CSV (built column-wise with Arrow); DynamoDB items in
     COPY's text format; ``table_ref`` (an already quoted name) loads that table instead of ``stage``.
     """
     if dialect == "postgres":
         ref = table_ref if table_ref is not None else quote_ident(stage)
-        return (f"COPY {ref} ({', '.join(quote_ident(c.name) for c in columns)}) FROM STDIN"
-                + (" WITH (FORMAT csv)" if csv else ""))
+        fmt = " WITH (FORMAT binary)" if binary else " WITH (FORMAT csv)" if csv else ""
+        return f"COPY {ref} ({', '.join(quote_ident(c.name) for c in columns)}) FROM STDIN{fmt}"
     fmt = (f"FORMAT AS JSON {quote_literal(jsonpaths_url)} GZIP" if jsonpaths_url else "FORMAT AS PARQUET")
     return f"COPY {quote_ident(stage)} FROM {quote_literal(manifest_url)} IAM_ROLE {quote_literal(iam_role)} {fmt} MANIFEST"
 

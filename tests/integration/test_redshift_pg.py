@@ -168,7 +168,8 @@ def test_types_modes_and_idempotent_reruns(aws: AwsContext, cli, srcdb: str, sch
     assert {"snapshot_id", "target", "rows", "digest", "duration_s", "insert_mode"} <= set(res)
     assert res["insert_mode"] == "OVERWRITE_EXISTING" and res["rows"] == 3 and res["table_rows"] == 3
     assert res["verification"] == "table" and res["digest"] == snap["digest"]  # read back, same mysql-row-v1 digest
-    assert res["verified_by"] == "parts compared"  # every type reads back as the value the part holds
+    assert res["verified_by"] == "bytes compared"  # every type reads back as the bytes sent (docs/adr/0020)
+    assert res["copy_format"] == "binary"  # every column type has a binary encoding
     assert res["target"]["kind"] == "postgres" and res["target"]["schema"] == schema
 
     with pg() as c:
@@ -204,6 +205,17 @@ def test_types_modes_and_idempotent_reruns(aws: AwsContext, cli, srcdb: str, sch
     r = cli(*base, "--insert-mode", "append")  # the CLI takes the mode in any case
     assert r.code == 0, r.err
     assert one_json(r.out)["table_rows"] == 6 and len(rows(schema, "copy")) == 6
+
+    # An empty target of the user's making whose types differ from the plan's (SMALLINT -> INTEGER):
+    # binary values would be read as the wrong type, so its COPY is CSV and the server converts.
+    with pg() as c:
+        c.execute(f"CREATE TABLE {ref(schema, 'mine')} (LIKE {ref(schema, 'copy')})")
+        c.execute(f"ALTER TABLE {ref(schema, 'mine')} ALTER COLUMN ti TYPE INTEGER, ALTER COLUMN yr TYPE INTEGER")
+    r = cli(*base[:-3], "--table", f"{schema}.mine", "--json")
+    assert r.code == 0, r.err
+    res = one_json(r.out)
+    assert res["copy_format"] == "csv" and res["verification"] == "table" and res["digest"] == snap["digest"]
+    assert rows(schema, "mine") == want
 
     # DECIMAL wider than Redshift's 38 digits is refused before anything is written (exit 2).
     mysql_sql(srcdb, "CREATE TABLE wide (id INT PRIMARY KEY, d DECIMAL(65,30))")
@@ -508,6 +520,7 @@ def test_read_back_compared_with_the_parts(aws: AwsContext, srcdb: str, schema: 
     transaction, same digest); a value read back differently fails and rolls the new table back."""
     import backupctl.targets.redshift as rs
 
+    monkeypatch.setattr(rs, "COMPARE_BYTES", False)  # the comparison with the parts (JSONB columns, fallback)
     monkeypatch.setattr(rs, "READBACK_BYTES", 3000)
     monkeypatch.setattr(rs, "CSV_BATCH_ROWS", 7)
     mysql_sql(srcdb, TYPES_DDL)
@@ -552,3 +565,51 @@ def test_read_back_compared_with_the_parts(aws: AwsContext, srcdb: str, schema: 
         restore(aws, snap["snapshot_id"], repo, schema, "cmp_bad")
     with pg() as c:
         assert c.execute("SELECT to_regclass(%s)", (ref(schema, "cmp_bad"),)).fetchone()[0] is None
+
+
+def test_read_back_compared_with_the_bytes_sent(aws: AwsContext, srcdb: str, schema: str, repo: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full snapshot COPYed in binary into an empty table reads back (binary, storage order) as the very
+    bytes sent; a table that reads back otherwise falls back to the parts' comparison, then to hashing,
+    which decide: a row another statement changed in the same transaction fails and rolls back."""
+    import backupctl.targets.redshift as rs
+
+    monkeypatch.setattr(rs, "CSV_BATCH_ROWS", 7)  # many batches, pgpq buffering across them
+    mysql_sql(srcdb, TYPES_DDL)
+    mysql_sql(srcdb, f"INSERT INTO types ({', '.join(TYPES_COLS)}) VALUES ({', '.join(['%s'] * len(TYPES_COLS))})",
+              many=TYPES_ROWS + [(i,) + TYPES_ROWS[i % 2][1:] for i in range(10, 200)])
+    snap = snapshot(aws, srcdb, "types", repo, chunk_rows=50)
+    assert snap["parts"] > 1
+    res = restore(aws, snap["snapshot_id"], repo, schema, "b")
+    assert res["verification"] == "table" and res["verified_by"] == "bytes compared"
+    assert res["copy_format"] == "binary" and res["digest"] == snap["digest"] and res["table_rows"] == 193
+    restore(aws, snap["snapshot_id"], repo, schema, "b_nv", verify=False)
+    assert rows(schema, "b_nv") == rows(schema, "b")
+
+    # The rows as loaded, then one moved to the end of the heap (same values): not the bytes sent, but
+    # the same rows -> compared with the parts (in order: no), then hashed: verified.
+    real_run = rs._run
+
+    def then(sql: str) -> Any:
+        def run(conn: Any, settings: Any, steps: Any, plan: Any, *a: Any, **kw: Any) -> Any:
+            loaded = real_run(conn, settings, steps, plan, *a, **kw)
+            conn.execute(sql.format(t=plan.ref))
+            return loaded
+        return run
+
+    events: list[str] = []
+    monkeypatch.setattr(rs, "_run", then("UPDATE {t} SET d10 = d10 WHERE id = 10"))
+    opts = RedshiftRestoreOptions(snapshot_id=snap["snapshot_id"], target_uri=PG_URI, region=DST, repo_uri=repo,
+                                  table=f"{schema}.b_moved")
+    res = restore_redshift(aws, opts, on_event=events.append)
+    assert res["verified_by"] == "table read-back" and res["digest"] == snap["digest"]
+    assert any("did not read back as the bytes sent" in e for e in events)
+    assert any("did not read back as the parts" in e for e in events)
+    assert rows(schema, "b_moved") == rows(schema, "b")
+
+    # A value changed after the load: every comparison fails, the digest differs, nothing is committed.
+    monkeypatch.setattr(rs, "_run", then("UPDATE {t} SET d10 = d10 + 0.01 WHERE id = 10"))
+    with pytest.raises(VerificationFailed, match="nothing was committed"):
+        restore(aws, snap["snapshot_id"], repo, schema, "b_bad")
+    with pg() as c:
+        assert c.execute("SELECT to_regclass(%s)", (ref(schema, "b_bad"),)).fetchone()[0] is None

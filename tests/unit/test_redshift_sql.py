@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import sqlglot
 from sqlglot import exp
 
 from backupctl.errors import InvalidInput
+from backupctl.formats.pg_binary import binary_type
 from backupctl.pg_conn import parse_pg_uri, settings_from_uri
 from backupctl.targets import redshift_sql as rsql
 from backupctl.targets.redshift import Link, build_steps, render
@@ -42,7 +44,7 @@ DDB = {"table_name": "t", "key_schema": [{"AttributeName": "pk", "KeyType": "HAS
 
 GOLDEN_REDSHIFT_CHAIN = 'BEGIN;\nCREATE TABLE IF NOT EXISTS "dr"."orders" (\n  "id" DECIMAL(20,0) NOT NULL,\n  "doc" SUPER,\n  "paid" BOOLEAN,\n  PRIMARY KEY ("id")\n)\nDISTSTYLE KEY\nDISTKEY ("id")\nCOMPOUND SORTKEY ("id");\nCREATE TEMP TABLE "backupctl_stage_0" ("id" DECIMAL(20,0), "doc" VARCHAR(65535), "paid" SMALLINT);\nCOPY "backupctl_stage_0" FROM \'s3://BUCKET/runs/redshift/20261127T013000Z-1a2b3c/copy.manifest\' IAM_ROLE \'arn:aws:iam::123456789012:role/R\' FORMAT AS PARQUET MANIFEST;\nSELECT COUNT(*) FROM "backupctl_stage_0";\nDELETE FROM "dr"."orders" USING "backupctl_stage_0" WHERE "dr"."orders"."id" = "backupctl_stage_0"."id";\nINSERT INTO "dr"."orders" ("id", "doc", "paid") SELECT "backupctl_stage_0"."id", JSON_PARSE("backupctl_stage_0"."doc"), ("backupctl_stage_0"."paid" <> 0) FROM "backupctl_stage_0";\nDROP TABLE "backupctl_stage_0";\nCREATE TEMP TABLE "backupctl_tomb_1" ("id" DECIMAL(20,0));\nCOPY "backupctl_tomb_1" FROM \'s3://BUCKET/runs/redshift/20261127T020000Z-4d5e6f/tombstones.manifest\' IAM_ROLE \'arn:aws:iam::123456789012:role/R\' FORMAT AS PARQUET MANIFEST;\nSELECT COUNT(*) FROM "backupctl_tomb_1";\nDELETE FROM "dr"."orders" USING "backupctl_tomb_1" WHERE "dr"."orders"."id" = "backupctl_tomb_1"."id";\nDROP TABLE "backupctl_tomb_1";\nCREATE TEMP TABLE "backupctl_stage_1" ("id" DECIMAL(20,0), "doc" VARCHAR(65535), "paid" SMALLINT);\nCOPY "backupctl_stage_1" FROM \'s3://BUCKET/runs/redshift/20261127T020000Z-4d5e6f/copy.manifest\' IAM_ROLE \'arn:aws:iam::123456789012:role/R\' FORMAT AS PARQUET MANIFEST;\nSELECT COUNT(*) FROM "backupctl_stage_1";\nDELETE FROM "dr"."orders" USING "backupctl_stage_1" WHERE "dr"."orders"."id" = "backupctl_stage_1"."id";\nINSERT INTO "dr"."orders" ("id", "doc", "paid") SELECT "backupctl_stage_1"."id", JSON_PARSE("backupctl_stage_1"."doc"), ("backupctl_stage_1"."paid" <> 0) FROM "backupctl_stage_1";\nDROP TABLE "backupctl_stage_1";\nSELECT COUNT(*) FROM "dr"."orders";\nCOMMIT;\n'
 
-GOLDEN_POSTGRES_CHAIN = 'BEGIN;\nCREATE TABLE IF NOT EXISTS "dr"."orders" (\n  "id" DECIMAL(20,0) NOT NULL,\n  "doc" JSONB,\n  "paid" BOOLEAN\n);\nCREATE TEMP TABLE "backupctl_stage_0" ("id" DECIMAL(20,0), "doc" VARCHAR(65535), "paid" SMALLINT);\nCOPY "backupctl_stage_0" ("id", "doc", "paid") FROM STDIN WITH (FORMAT csv);  -- once per part, streamed by backupctl\nSELECT COUNT(*) FROM "backupctl_stage_0";\nDELETE FROM "dr"."orders" USING "backupctl_stage_0" WHERE "dr"."orders"."id" = "backupctl_stage_0"."id";\nINSERT INTO "dr"."orders" ("id", "doc", "paid") SELECT "backupctl_stage_0"."id", CAST("backupctl_stage_0"."doc" AS JSONB), ("backupctl_stage_0"."paid" <> 0) FROM "backupctl_stage_0";\nDROP TABLE "backupctl_stage_0";\nCREATE TEMP TABLE "backupctl_tomb_1" ("id" DECIMAL(20,0));\nCOPY "backupctl_tomb_1" ("id") FROM STDIN WITH (FORMAT csv);  -- once per part, streamed by backupctl\nSELECT COUNT(*) FROM "backupctl_tomb_1";\nDELETE FROM "dr"."orders" USING "backupctl_tomb_1" WHERE "dr"."orders"."id" = "backupctl_tomb_1"."id";\nDROP TABLE "backupctl_tomb_1";\nCREATE TEMP TABLE "backupctl_stage_1" ("id" DECIMAL(20,0), "doc" VARCHAR(65535), "paid" SMALLINT);\nCOPY "backupctl_stage_1" ("id", "doc", "paid") FROM STDIN WITH (FORMAT csv);  -- once per part, streamed by backupctl\nSELECT COUNT(*) FROM "backupctl_stage_1";\nDELETE FROM "dr"."orders" USING "backupctl_stage_1" WHERE "dr"."orders"."id" = "backupctl_stage_1"."id";\nINSERT INTO "dr"."orders" ("id", "doc", "paid") SELECT "backupctl_stage_1"."id", CAST("backupctl_stage_1"."doc" AS JSONB), ("backupctl_stage_1"."paid" <> 0) FROM "backupctl_stage_1";\nDROP TABLE "backupctl_stage_1";\nSELECT COUNT(*) FROM "dr"."orders";\nCOMMIT;\n'
+GOLDEN_POSTGRES_CHAIN = 'BEGIN;\nCREATE TABLE IF NOT EXISTS "dr"."orders" (\n  "id" DECIMAL(20,0) NOT NULL,\n  "doc" JSONB,\n  "paid" BOOLEAN\n);\nCREATE TEMP TABLE "backupctl_stage_0" ("id" DECIMAL(20,0), "doc" VARCHAR(65535), "paid" SMALLINT);\nCOPY "backupctl_stage_0" ("id", "doc", "paid") FROM STDIN WITH (FORMAT binary);  -- once per part, streamed by backupctl\nSELECT COUNT(*) FROM "backupctl_stage_0";\nDELETE FROM "dr"."orders" USING "backupctl_stage_0" WHERE "dr"."orders"."id" = "backupctl_stage_0"."id";\nINSERT INTO "dr"."orders" ("id", "doc", "paid") SELECT "backupctl_stage_0"."id", CAST("backupctl_stage_0"."doc" AS JSONB), ("backupctl_stage_0"."paid" <> 0) FROM "backupctl_stage_0";\nDROP TABLE "backupctl_stage_0";\nCREATE TEMP TABLE "backupctl_tomb_1" ("id" DECIMAL(20,0));\nCOPY "backupctl_tomb_1" ("id") FROM STDIN WITH (FORMAT binary);  -- once per part, streamed by backupctl\nSELECT COUNT(*) FROM "backupctl_tomb_1";\nDELETE FROM "dr"."orders" USING "backupctl_tomb_1" WHERE "dr"."orders"."id" = "backupctl_tomb_1"."id";\nDROP TABLE "backupctl_tomb_1";\nCREATE TEMP TABLE "backupctl_stage_1" ("id" DECIMAL(20,0), "doc" VARCHAR(65535), "paid" SMALLINT);\nCOPY "backupctl_stage_1" ("id", "doc", "paid") FROM STDIN WITH (FORMAT binary);  -- once per part, streamed by backupctl\nSELECT COUNT(*) FROM "backupctl_stage_1";\nDELETE FROM "dr"."orders" USING "backupctl_stage_1" WHERE "dr"."orders"."id" = "backupctl_stage_1"."id";\nINSERT INTO "dr"."orders" ("id", "doc", "paid") SELECT "backupctl_stage_1"."id", CAST("backupctl_stage_1"."doc" AS JSONB), ("backupctl_stage_1"."paid" <> 0) FROM "backupctl_stage_1";\nDROP TABLE "backupctl_stage_1";\nSELECT COUNT(*) FROM "dr"."orders";\nCOMMIT;\n'
 
 GOLDEN_REDSHIFT_DYNAMODB_KEEP = 'BEGIN;\nCREATE TABLE IF NOT EXISTS "public"."events" (\n  "pk" VARBYTE(2048) NOT NULL,\n  "sk" VARCHAR(256) NOT NULL,\n  "item" SUPER NOT NULL,\n  PRIMARY KEY ("pk", "sk")\n)\nDISTSTYLE KEY\nDISTKEY ("pk")\nCOMPOUND SORTKEY ("pk", "sk");\nCREATE TEMP TABLE "backupctl_stage_0" ("pk" VARCHAR(2732), "sk" VARCHAR(256), "item" SUPER);\nCOPY "backupctl_stage_0" FROM \'s3://BUCKET/runs/redshift/20261127T013000Z-1a2b3c/copy.manifest\' IAM_ROLE \'arn:aws:iam::123456789012:role/R\' FORMAT AS JSON \'s3://BUCKET/runs/redshift/20261127T013000Z-1a2b3c/copy.jsonpaths\' GZIP MANIFEST;\nSELECT COUNT(*) FROM "backupctl_stage_0";\nINSERT INTO "public"."events" ("pk", "sk", "item") SELECT TO_VARBYTE("backupctl_stage_0"."pk", \'base64\'), "backupctl_stage_0"."sk", "backupctl_stage_0"."item" FROM "backupctl_stage_0" WHERE NOT EXISTS (SELECT 1 FROM "public"."events" WHERE "public"."events"."pk" = TO_VARBYTE("backupctl_stage_0"."pk", \'base64\') AND "public"."events"."sk" = "backupctl_stage_0"."sk");\nDROP TABLE "backupctl_stage_0";\nSELECT COUNT(*) FROM "public"."events";\nCOMMIT;\n'
 
@@ -56,6 +58,30 @@ def chain_script(dialect: str) -> str:
 def test_golden_chain_scripts() -> None:
     assert chain_script("redshift") == GOLDEN_REDSHIFT_CHAIN
     assert chain_script("postgres") == GOLDEN_POSTGRES_CHAIN
+
+
+def test_binary_copy_only_into_the_types_it_encodes() -> None:
+    """A MySQL snapshot loads in binary COPY format into staging tables and into a target of the plan's
+    own types; into an existing target whose column types differ (by OID) that COPY is CSV, since binary
+    values are read by the column's receive function (docs/adr/0020)."""
+    plan = rsql.mysql_plan(ORDERS, "dr", "orders")
+    full = CHAIN[:1]
+
+    def copies(target_oids: list[int] | None) -> list[str]:
+        steps = build_steps(plan, full, "TRUNCATE", "postgres", None, direct=True, target_oids=target_oids)
+        return [s.sql.rsplit(" WITH ", 1)[1] for s in steps if s.kind == "copy" and s.binary == ("binary" in s.sql)]
+
+    assert copies(None) == ["(FORMAT binary)"]  # created by the restore: DECIMAL(20,0), JSONB, BOOLEAN
+    assert copies([1700, 3802, 16]) == ["(FORMAT binary)"]
+    assert copies([20, 3802, 16]) == ["(FORMAT csv)"]  # id BIGINT: 8 bytes of int8 are not a numeric
+    assert copies([1700, 25, 16]) == ["(FORMAT csv)"]  # doc TEXT: jsonb's version byte would be kept as text
+    assert binary_type("DECIMAL(38,0)") == (1700, pa.decimal128(38, 0))
+    assert binary_type("DECIMAL(39,0)") is None and binary_type("SUPER") is None and binary_type("TEXT") is None
+    assert binary_type("VARCHAR(65535)") == (1043, pa.string()) and binary_type("TIMESTAMPTZ") == (
+        1184, pa.timestamp("us", tz="UTC"))
+    # DynamoDB items keep COPY's text format
+    ddb = build_steps(rsql.dynamodb_plan(DDB, "public", "events"), full, "TRUNCATE", "postgres", None)
+    assert [s.binary for s in ddb if s.kind == "copy"] == [False]
 
 
 def test_golden_dynamodb_script_and_jsonpaths() -> None:
