@@ -87,7 +87,9 @@ class LazyGroup(click.Group):
 )
 @click.option("--profile", envvar="AWS_PROFILE", help="AWS profile to use (env AWS_PROFILE).")
 @click.option("--debug", is_flag=True, envvar="BACKUPCTL_DEBUG", help="Show tracebacks on errors.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or informational messages.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bars or informational messages; results (summaries, tables, --json) and errors "
+                   "still print.")
 @click.pass_context
 def cli(ctx: click.Context, endpoint_url: str | None, profile: str | None, debug: bool, quiet: bool) -> None:
     """backupctl: cross-region backup and restore for DynamoDB, RDS MySQL and Redshift.

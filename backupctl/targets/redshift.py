@@ -60,7 +60,7 @@ from backupctl.formats.parquet import (
     row_hashes,
     unhex_binary,
 )
-from backupctl.formats.pg_binary import HEADER, JSONB_OID, TRAILER, BinaryCopy, BinaryStream, binary_type
+from backupctl.formats.pg_binary import HEADER, TRAILER, BinaryCopy, BinaryStream, binary_type
 from backupctl.leases import ReaderLeases
 from backupctl.model import check_snapshot_id
 from backupctl.pg_conn import PgSettings, quote_ident, settings_from_uri, translate
@@ -162,13 +162,14 @@ def build_steps(plan: TablePlan, links: list[Link], mode: str, dialect: str, sto
         steps.append(Step(rsql.empty_table_sql(plan), what=f"emptying {plan.schema}.{plan.table}"))
     key_cols = [plan.column(k) for k in plan.key]
     csv = plan.source_kind == "mysql"
+    bin_target, bin_stage, bin_keys = binary(plan.columns, True), binary(plan.columns, False), binary(key_cols, False)
     for i, link in enumerate(links):
         link_mode = mode if i == 0 else "OVERWRITE_EXISTING"
         if i == 0 and direct and not link.tombstones:
             steps += [
-                Step(rsql.copy_sql("", plan.columns, dialect, csv=True, binary=binary(plan.columns, True),
-                                   table_ref=plan.ref), kind="copy", link=i, parts="data", direct=True,
-                     binary=binary(plan.columns, True), what=f"{link.snapshot_id}: loading {plan.schema}.{plan.table}"),
+                Step(rsql.copy_sql("", plan.columns, dialect, csv=True, binary=bin_target, table_ref=plan.ref),
+                     kind="copy", link=i, parts="data", direct=True, binary=bin_target,
+                     what=f"{link.snapshot_id}: loading {plan.schema}.{plan.table}"),
                 Step(rsql.count_sql(plan.ref), kind="count_stage", link=i, expect=link.rows),
             ]
             continue
@@ -177,8 +178,8 @@ def build_steps(plan: TablePlan, links: list[Link], mode: str, dialect: str, sto
             steps += [
                 Step(rsql.create_stage_sql(st, key_cols, dialect)),
                 Step(rsql.copy_sql(st, key_cols, dialect, manifest_url=url(manifest_key(link.snapshot_id, "tombstones")),
-                                   iam_role=iam_role, csv=csv, binary=binary(key_cols, False)), kind="copy", stage=st,
-                     link=i, parts="tombstones", binary=binary(key_cols, False)),
+                                   iam_role=iam_role, csv=csv, binary=bin_keys), kind="copy", stage=st, link=i,
+                     parts="tombstones", binary=bin_keys),
                 Step(rsql.count_sql(quote_ident(st)), kind="count_stage", stage=st, link=i, expect=link.deleted),
                 Step(rsql.delete_matching_sql(plan, st, dialect), kind="delete_tombstones", link=i,
                      what=f"{link.snapshot_id}: deleting tombstoned keys"),
@@ -188,8 +189,8 @@ def build_steps(plan: TablePlan, links: list[Link], mode: str, dialect: str, sto
         steps += [
             Step(rsql.create_stage_sql(st, plan.columns, dialect)),
             Step(rsql.copy_sql(st, plan.columns, dialect, manifest_url=url(manifest_key(link.snapshot_id, "data")),
-                               iam_role=iam_role, jsonpaths_url=jp, csv=csv, binary=binary(plan.columns, False)),
-                 kind="copy", stage=st, link=i, parts="data", binary=binary(plan.columns, False)),
+                               iam_role=iam_role, jsonpaths_url=jp, csv=csv, binary=bin_stage),
+                 kind="copy", stage=st, link=i, parts="data", binary=bin_stage),
             Step(rsql.count_sql(quote_ident(st)), kind="count_stage", stage=st, link=i, expect=link.rows),
             *[Step(s, link=i, what=f"{link.snapshot_id}: {link_mode} into {plan.schema}.{plan.table}")
               for s in rsql.apply_sql(plan, st, link_mode, dialect)],
@@ -908,7 +909,7 @@ def _sent_hash(steps: list[Step], plan: TablePlan) -> Any:
     """
     if not any(s.kind == "copy" and s.direct and s.binary for s in steps):
         return None
-    if any(binary_type(rsql.pg_type(c.type)) == (JSONB_OID, pa.string()) for c in plan.columns):
+    if any(rsql.pg_type(c.type) == "JSONB" for c in plan.columns):
         return None
     return hashlib.sha256(HEADER)
 

@@ -513,6 +513,16 @@ def test_read_back_hashed_in_worker_processes(aws: AwsContext, srcdb: str, schem
         assert c.execute("SELECT to_regclass(%s)", (ref(schema, "pooled"),)).fetchone()[0] is None
 
 
+def many_parts_of_every_type(aws: AwsContext, srcdb: str, repo: str) -> dict[str, Any]:
+    """A snapshot of 193 rows of every type (both TYPES_ROWS shapes repeated) in parts of 50 rows."""
+    mysql_sql(srcdb, TYPES_DDL)
+    mysql_sql(srcdb, f"INSERT INTO types ({', '.join(TYPES_COLS)}) VALUES ({', '.join(['%s'] * len(TYPES_COLS))})",
+              many=TYPES_ROWS + [(i,) + TYPES_ROWS[i % 2][1:] for i in range(10, 200)])
+    snap = snapshot(aws, srcdb, "types", repo, chunk_rows=50)
+    assert snap["parts"] > 1
+    return snap
+
+
 def test_read_back_compared_with_the_parts(aws: AwsContext, srcdb: str, schema: str, repo: str,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A full snapshot COPYed into an empty table is read back in storage order and compared with its parts
@@ -523,11 +533,7 @@ def test_read_back_compared_with_the_parts(aws: AwsContext, srcdb: str, schema: 
     monkeypatch.setattr(rs, "COMPARE_BYTES", False)  # the comparison with the parts (JSONB columns, fallback)
     monkeypatch.setattr(rs, "READBACK_BYTES", 3000)
     monkeypatch.setattr(rs, "CSV_BATCH_ROWS", 7)
-    mysql_sql(srcdb, TYPES_DDL)
-    mysql_sql(srcdb, f"INSERT INTO types ({', '.join(TYPES_COLS)}) VALUES ({', '.join(['%s'] * len(TYPES_COLS))})",
-              many=TYPES_ROWS + [(i,) + TYPES_ROWS[i % 2][1:] for i in range(10, 200)])
-    snap = snapshot(aws, srcdb, "types", repo, chunk_rows=50)
-    assert snap["parts"] > 1
+    snap = many_parts_of_every_type(aws, srcdb, repo)
     res = restore(aws, snap["snapshot_id"], repo, schema, "cmp")
     assert res["verification"] == "table" and res["verified_by"] == "parts compared"
     assert res["digest"] == snap["digest"] and res["table_rows"] == 193
@@ -575,11 +581,7 @@ def test_read_back_compared_with_the_bytes_sent(aws: AwsContext, srcdb: str, sch
     import backupctl.targets.redshift as rs
 
     monkeypatch.setattr(rs, "CSV_BATCH_ROWS", 7)  # many batches, pgpq buffering across them
-    mysql_sql(srcdb, TYPES_DDL)
-    mysql_sql(srcdb, f"INSERT INTO types ({', '.join(TYPES_COLS)}) VALUES ({', '.join(['%s'] * len(TYPES_COLS))})",
-              many=TYPES_ROWS + [(i,) + TYPES_ROWS[i % 2][1:] for i in range(10, 200)])
-    snap = snapshot(aws, srcdb, "types", repo, chunk_rows=50)
-    assert snap["parts"] > 1
+    snap = many_parts_of_every_type(aws, srcdb, repo)
     res = restore(aws, snap["snapshot_id"], repo, schema, "b")
     assert res["verification"] == "table" and res["verified_by"] == "bytes compared"
     assert res["copy_format"] == "binary" and res["digest"] == snap["digest"] and res["table_rows"] == 193
