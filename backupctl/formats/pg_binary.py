@@ -15,6 +15,7 @@ form, and the verification still reads the table back as text and compares it wi
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,8 +49,20 @@ _DECIMAL_RE = re.compile(r"^DECIMAL\((\d+),(\d+)\)$")
 _VARCHAR_RE = re.compile(r"^VARCHAR\(\d+\)$")
 
 
+@functools.cache
+def available() -> bool:
+    """Whether pgpq imports here (a platform without its wheel installs backupctl only with Rust): else CSV."""
+    try:
+        import pgpq  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def binary_type(pg_type: str) -> tuple[int, pa.DataType] | None:
     """(type OID, Arrow type) of a stand-in column type (``redshift_sql.pg_type``), or None: not encoded."""
+    if not available():
+        return None
     t = pg_type.upper()
     if t in _FIXED:
         return _FIXED[t]

@@ -60,7 +60,7 @@ def test_golden_chain_scripts() -> None:
     assert chain_script("postgres") == GOLDEN_POSTGRES_CHAIN
 
 
-def test_binary_copy_only_into_the_types_it_encodes() -> None:
+def test_binary_copy_only_into_the_types_it_encodes(monkeypatch: pytest.MonkeyPatch) -> None:
     """A MySQL snapshot loads in binary COPY format into staging tables and into a target of the plan's
     own types; into an existing target whose column types differ (by OID) that COPY is CSV, since binary
     values are read by the column's receive function (docs/adr/0020)."""
@@ -79,6 +79,11 @@ def test_binary_copy_only_into_the_types_it_encodes() -> None:
     assert binary_type("DECIMAL(39,0)") is None and binary_type("SUPER") is None and binary_type("TEXT") is None
     assert binary_type("VARCHAR(65535)") == (1043, pa.string()) and binary_type("TIMESTAMPTZ") == (
         1184, pa.timestamp("us", tz="UTC"))
+    # without pgpq (no wheel for the platform) every COPY is CSV
+    import backupctl.formats.pg_binary as pgb
+
+    monkeypatch.setattr(pgb, "available", lambda: False)
+    assert copies(None) == ["(FORMAT csv)"]
     # DynamoDB items keep COPY's text format
     ddb = build_steps(rsql.dynamodb_plan(DDB, "public", "events"), full, "TRUNCATE", "postgres", None)
     assert [s.binary for s in ddb if s.kind == "copy"] == [False]
