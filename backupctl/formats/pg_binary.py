@@ -10,7 +10,8 @@ type OID against the catalog for a table that already exists); anything else tra
 
 The encoding itself is pgpq's (Rust, one pass over Arrow buffers, ~0.3 s per 1M bench rows); this
 module only casts each part column to the Arrow type whose encoding is the target type's binary
-form, and the verification still reads the table back as text and compares it with the parts.
+form. A table loaded so is verified by reading it back in the same format and comparing the bytes
+(``targets/redshift.py`` ``_readback_bytes_match``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+JSONB_OID = 3802
+NUMERIC_OID = 1700
+VARCHAR_OID = 1043
 # PostgreSQL type -> (type OID, the Arrow type pgpq encodes as that type's binary form)
 _FIXED: dict[str, tuple[int, pa.DataType]] = {
     "SMALLINT": (21, pa.int16()),
@@ -36,11 +40,8 @@ _FIXED: dict[str, tuple[int, pa.DataType]] = {
     "TIMESTAMPTZ": (1184, pa.timestamp("us", tz="UTC")),
     "BOOLEAN": (16, pa.bool_()),
     "BYTEA": (17, pa.binary()),
-    "JSONB": (3802, pa.string()),  # JSONB_OID
+    "JSONB": (JSONB_OID, pa.string()),
 }
-NUMERIC_OID = 1700
-VARCHAR_OID = 1043
-JSONB_OID = 3802
 MAX_DECIMAL128 = 38
 # The stream's fixed ends: signature, flags 0, no header extension; the trailer is a field count of -1.
 HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
@@ -94,21 +95,19 @@ class BinaryCopy:
     kinds: list[str]
     types: list[pa.DataType]
     jsonb: list[bool]
-    oids: list[int]
 
     @classmethod
     def plan(cls, stored: Sequence[dict[str, Any]], pg_types: Sequence[str]) -> BinaryCopy | None:
         """The encoder for part columns ``stored`` loaded into columns of ``pg_types``; None: use CSV."""
-        kinds, types, jsonb, oids = [], [], [], []
+        kinds, types, jsonb = [], [], []
         for col, t in zip(stored, pg_types, strict=True):
             bt = binary_type(t)
             if bt is None:
                 return None
             kinds.append(str(col["kind"]))
-            oids.append(bt[0])
             types.append(bt[1])
             jsonb.append(bt[0] == JSONB_OID)
-        return cls(kinds, types, jsonb, oids)
+        return cls(kinds, types, jsonb)
 
     def __post_init__(self) -> None:
         self.schema = pa.schema([pa.field(f"c{i}", t) for i, t in enumerate(self.types)])

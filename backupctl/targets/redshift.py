@@ -935,6 +935,16 @@ def _readback_bytes_match(conn: psycopg.Connection[Any], plan: TablePlan, sent: 
     return bool(got.digest() == want.digest())
 
 
+def _compared(conn: psycopg.Connection[Any], plan: TablePlan, stored: list[dict[str, Any]], compare: Compare,
+              say: Callable[[str], None]) -> str | None:
+    """What proved the table equal to what was loaded (bytes sent, else the parts), or None: hash it."""
+    if compare.sent is not None and COMPARE_BYTES:
+        if _readback_bytes_match(conn, plan, compare.sent):
+            return "bytes compared"
+        say("the table did not read back as the bytes sent: comparing it with the parts")
+    return "parts compared" if _readback_matches(conn, plan, stored, compare.store, compare.link) else None
+
+
 def _verify(conn: psycopg.Connection[Any], settings: PgSettings, plan: TablePlan, schema_doc: dict[str, Any],
             table_level: bool, want_rows: int, want_digest: str, say: Callable[[str], None],
             pool: HashPool | None = None, compare: Compare | None = None, counted: int | None = None
@@ -966,17 +976,9 @@ def _verify(conn: psycopg.Connection[Any], settings: PgSettings, plan: TablePlan
                     digest.add_hash(item_hash(decode_line(b'{"Item":' + text.encode() + b"}")))
         else:
             stored = [c for c in schema_doc["columns"] if not c["generated"]]
-            same = compare is not None and rows == want_rows
-            if same and compare is not None and compare.sent is not None and COMPARE_BYTES:
-                if _readback_bytes_match(conn, plan, compare.sent):
-                    verified_by = "bytes compared"
-                else:
-                    say("the table did not read back as the bytes sent: comparing it with the parts")
-            if verified_by == "table read-back" and same and compare is not None and _readback_matches(
-                    conn, plan, stored, compare.store, compare.link):
-                verified_by = "parts compared"
-            if verified_by != "table read-back":
-                digest = Digest(int(want_digest, 16), want_rows)
+            by = _compared(conn, plan, stored, compare, say) if compare is not None and rows == want_rows else None
+            if by is not None:
+                digest, verified_by = Digest(int(want_digest, 16), want_rows), by
             else:
                 if compare is not None:
                     say("the table did not read back as the parts it was loaded from: reading it back to hash it")
