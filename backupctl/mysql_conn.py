@@ -25,6 +25,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,8 @@ ER_BAD_DB = 1049
 ER_TABLEACCESS_DENIED = 1142
 ER_NO_SUCH_TABLE = 1146
 ER_DUP_ENTRY = 1062
+# LOAD DATA LOCAL refused: MySQL < 8 / MySQL 8 / MariaDB
+ER_LOCAL_INFILE_DISABLED = (1148, 3948, 4166)
 ER_PARSE_ERROR = 1064
 # Names the server refuses: too long (1059), not a valid database (1102) or table (1103) name.
 ER_BAD_NAMES = (1059, 1102, 1103)
@@ -287,6 +290,51 @@ def load_data(conn: LoadConnection, sql: str, data: bytes) -> tuple[int, int]:
         conn.infile_data = None
 
 
+COM_STMT_PREPARE = 0x16
+COM_STMT_EXECUTE = 0x17
+
+
+def stmt_prepare(conn: LoadConnection, sql: str) -> tuple[int, int]:
+    """``COM_STMT_PREPARE`` of ``sql`` on a pymysql connection: (statement id, parameter count).
+
+    pymysql speaks the text protocol only; a restore's prepared INSERTs (``formats.mysql_params``)
+    need just these two commands of the binary one. pymysql does not ask for DEPRECATE_EOF, so
+    each list of definitions ends with an EOF packet.
+    """
+    conn._execute_command(COM_STMT_PREPARE, sql)
+    first = conn._read_packet()
+    stmt_id, columns, params = struct.unpack_from("<IHH", first.get_all_data(), 1)
+    for count in (params, columns):
+        if count:
+            for _ in range(count + 1):  # definitions, then EOF
+                conn._read_packet()
+    return stmt_id, params
+
+
+def stmt_execute(conn: LoadConnection, payloads: list[bytes]) -> tuple[int, int]:
+    """``COM_STMT_EXECUTE`` of every payload (built by ``formats.mysql_params``), pipelined: all are
+    written, then every reply read (the server runs commands in order; its small OK packets wait in
+    the socket). (rows affected, warnings) summed; the first error is raised once every reply is in."""
+    for payload in payloads:
+        conn._execute_command(COM_STMT_EXECUTE, payload)
+    rows = warnings = 0
+    first: BaseException | None = None
+    for _ in payloads:
+        conn._next_seq_id = 1  # every reply is the first packet after its own command
+        try:
+            rows += int(conn._read_query_result() or 0)
+            warnings += int(getattr(conn._result, "warning_count", 0) or 0)
+        except pymysql.err.OperationalError as e:
+            if e.args and e.args[0] in (2013, 2006):
+                raise
+            first = first or e
+        except pymysql.MySQLError as e:
+            first = first or e
+    if first is not None:
+        raise first
+    return rows, warnings
+
+
 # Encoders only (Python value -> SQL literal), no decoders: result values stay raw bytes.
 RAW_CONV: dict[Any, Any] = (
     {k: v for k, v in MySQLdb.converters.conversions.items() if not isinstance(k, int)} if MySQLdb else {}
@@ -457,6 +505,9 @@ def translate(e: pymysql.MySQLError, what: str) -> BaseException:
         return InvalidInput(f"{what}: {msg}")
     if code == ER_DUP_ENTRY:
         return Conflict(f"{what}: {msg}")
+    if code in ER_LOCAL_INFILE_DISABLED:
+        return InvalidInput(f"{what}: the server refuses LOAD DATA LOCAL INFILE ({code}: {msg}); "
+                            "use --load-method insert")
     if code in (CR_CONN_HOST_ERROR, CR_UNKNOWN_HOST):
         return DataPathError(f"{what}: cannot reach the server ({msg})")
     return e

@@ -258,6 +258,7 @@ class MySQLRestoreOptions:
     only_increment: bool = False
     secret_id: str | None = None  # Secrets Manager secret (in --region unless an ARN names another)
     processes: int | None = None  # --engine local: load in worker processes (None: --processes, else auto)
+    load_method: str = "auto"  # mysql_target.LOAD_METHODS: auto (prepared INSERTs), insert, load-data
 
 
 def check_mysql_options(opts: MySQLRestoreOptions, aws: AwsContext | None = None) -> MySQLSettings:
@@ -269,6 +270,8 @@ def check_mysql_options(opts: MySQLRestoreOptions, aws: AwsContext | None = None
     validate_region(opts.region, "--region")
     if opts.repo_uri is not None:
         parse_repo_uri(opts.repo_uri)
+    if opts.load_method not in mysql_target.LOAD_METHODS:
+        raise InvalidInput(f"--load-method {opts.load_method} is not valid (use {', '.join(mysql_target.LOAD_METHODS)})")
     if opts.mode not in mysql_target.MODES:
         raise InvalidInput(f"--mode {opts.mode} is not valid for MySQL (use {', '.join(mysql_target.MODES)})")
     if opts.only_increment and opts.mode not in ("new", "upsert"):
@@ -407,6 +410,10 @@ def _restore_mysql(
             raise NotFound(f"table '{table}' does not exist in database '{db}': --only-increment applies "
                            f"{manifest.id} onto a table that holds its parent {manifest.parent_id}")
         empty = mysql_target.is_empty(conn, db, table) if exists else True
+        local_infile = mysql_target.local_infile(conn)
+        if opts.load_method == "load-data" and not local_infile:
+            raise InvalidInput(f"--load-method load-data: the server at {settings.host}:{settings.port} refuses "
+                               "LOAD DATA LOCAL INFILE (local_infile is OFF); use --load-method insert or auto")
         actions: list[str] = []
         if exists and opts.mode != "replace":
             assert have is not None
@@ -482,6 +489,7 @@ def _restore_mysql(
     range_pk = [c["name"] for c in key_cols]
     range_check = (verify_table and not opts.only_increment and len(chain) == 1 and chain[0].manifest.mode == "full"
                    and bool(range_pk) and all(c["kind"] in mysql_source.RANGE_KEY_KINDS for c in key_cols))
+    load_method = mysql_target.choose_load_method(opts.load_method, range_check, local_infile)
     workers = opts.workers if opts.workers is not None else mysql_target.mysql_load_workers(range_check)
     engine = local_or_processes(engine_name, workers, processes, parts)
 
@@ -523,7 +531,7 @@ def _restore_mysql(
                 aws=aws.to_dict(), settings=settings, manifest_parts=[p.to_dict() for p in m.parts], repo=repo_spec,
                 snapshot_prefix=link.prefix, database=db, table=table, columns=stored,
                 upsert=m.mode == "incremental" or opts.mode == "upsert", hash_rows=hash_parts,
-                verify_range=range_pk if range_check else None,
+                verify_range=range_pk if range_check else None, load_method=load_method,
             )
             results = engine.run(tasks, load_fn, TaskContext(progress=progress))
             range_results.extend(bool(r.get("range_verified")) for r in results)
@@ -597,6 +605,7 @@ def _restore_mysql(
         "digest": digest,
         "verification": verification,
         "verified_by": verified_by if verification == "table" else None,
+        "load_method": load_method,
         "duration_s": round(time.monotonic() - started, 3),
         "engine": engine.name,
     }

@@ -25,6 +25,7 @@ from backupctl.restore import (
     restore_dynamodb,
     restore_mysql,
 )
+from backupctl.targets.mysql import LOAD_METHODS
 from backupctl.targets.mysql import MODES as MYSQL_MODES
 
 REDSHIFT_INSERT_MODES = ("KEEP_EXISTING", "OVERWRITE_EXISTING", "TRUNCATE", "APPEND")
@@ -90,6 +91,11 @@ def redshift_options(f):  # type: ignore[no-untyped-def]
                    "\"password\": ...}: the username is used when the --to URI names none, e.g. "
                    "mysql://HOST:3306/DB).")
 @click.option("--no-verify", is_flag=True, help="MySQL: do not read the restored table back to compare digests.")
+@click.option("--load-method", type=click.Choice(list(LOAD_METHODS)), default="auto", show_default=True,
+              help="MySQL: how rows are sent. insert: prepared multi-row INSERTs (binary protocol; loads run "
+                   "side by side even into a table with an AUTO_INCREMENT column); load-data: LOAD DATA LOCAL "
+                   "INFILE (the server must allow local_infile); auto: insert. Upserts always use "
+                   "INSERT ... ON DUPLICATE KEY UPDATE.")
 @click.option("--only-increment", is_flag=True,
               help="MySQL: apply just this incremental snapshot onto a table that already holds its parent "
                    "(no create or truncate); without it an increment restores its whole chain.")
@@ -100,7 +106,7 @@ def restore(
     app: App, snapshot_id: str, table: str | None, region: str, repo: str | None, mode: str, write_percent: float,
     max_wcu: float | None, workers: int | None, engine: str, dry_run: bool, yes: bool, to_uri: str | None,
     mysql_table: str | None, password_file: str | None, secret_id: str | None, no_verify: bool, only_increment: bool,
-    as_json: bool,
+    load_method: str, as_json: bool,
 ) -> None:
     """Restore snapshot SNAPSHOT_ID into DynamoDB table --to-table in --region
     (or, with --to mysql://..., into a MySQL table; with --to redshift://... or
@@ -131,12 +137,15 @@ def restore(
             return False
         return click.confirm(question, default=False, err=True)
 
+    if load_method != "auto" and not (to_uri is not None and is_mysql_uri(to_uri)):
+        raise InvalidInput("--load-method applies to MySQL targets (--to mysql://...)")
     if _restore_redshift(app, console, snapshot_id, to_uri, region, repo, table, mysql_table, password_file,
                          secret_id, dry_run, no_verify, only_increment, as_json):
         return
     if to_uri is not None:
         _restore_mysql(app, console, confirm, snapshot_id, to_uri, region, repo, mode, mysql_table, table,
-                       password_file, workers, engine, dry_run, yes, no_verify, as_json, only_increment, secret_id)
+                       password_file, workers, engine, dry_run, yes, no_verify, as_json, only_increment, secret_id,
+                       load_method)
         return
     if (mysql_table is not None or password_file is not None or secret_id is not None or no_verify
             or only_increment):
@@ -190,6 +199,7 @@ def _restore_mysql(
     workers: int | None, engine: str, dry_run: bool, yes: bool, no_verify: bool, as_json: bool,
     only_increment: bool = False,
     secret_id: str | None = None,
+    load_method: str = "auto",
 ) -> None:
     if not is_mysql_uri(to_uri):
         raise InvalidInput(f"invalid --to '{to_uri.split('@')[-1]}': expected mysql://USER@HOST[:PORT]/DB")
@@ -199,7 +209,7 @@ def _restore_mysql(
         snapshot_id=snapshot_id, target_uri=to_uri, region=region, table=table, repo_uri=repo, mode=mode,
         password_file=password_file, workers=workers, engine=engine,
         dry_run=dry_run, yes=yes,
-        verify=not no_verify, only_increment=only_increment, secret_id=secret_id,
+        verify=not no_verify, only_increment=only_increment, secret_id=secret_id, load_method=load_method,
     )
     result = restore_mysql(app.aws, opts, confirm=confirm, progress_factory=console.progress, on_event=console.info)
     t = result["target"]

@@ -28,6 +28,7 @@ import pymysql
 from backupctl.engines.local import TaskContext
 from backupctl.errors import BackupctlError, Conflict, FormatError, Interrupted
 from backupctl.formats.dynamodb_json import Digest
+from backupctl.formats.mysql_params import MAX_PARAMS, ParamRows
 from backupctl.formats.parquet import (
     batches_equal,
     hash_sum,
@@ -51,6 +52,8 @@ from backupctl.mysql_conn import (
     load_data,
     quote_ident,
     run_sql,
+    stmt_execute,
+    stmt_prepare,
     translate,
 )
 from backupctl.repository import task_store
@@ -58,6 +61,9 @@ from backupctl.retry import RetryPolicy, policy_from_env
 from backupctl.sources.mysql import read_columns, table_ref
 
 MODES = ("new", "upsert", "replace", "truncate", "append")
+# How plain (non-upsert) loads send rows: prepared multi-row INSERTs over the binary protocol, or
+# LOAD DATA LOCAL INFILE (docs/adr/0021); "auto" picks one (``choose_load_method``).
+LOAD_METHODS = ("auto", "insert", "load-data")
 
 
 def mysql_load_workers(reading_back: bool = False) -> int:
@@ -78,8 +84,32 @@ INSERT_ROWS = 5_000  # rows handed to one executemany (split further to fit max_
 COMMIT_ROWS = 50_000
 LOAD_ROWS = 25_000  # rows per LOAD DATA statement (one transaction each)
 MAX_STATEMENT_BYTES = 8 << 20
+# Bytes of values per prepared INSERT: on the 1M-row bench table (~220 bytes a row) 250-1000 rows a
+# statement cost the server 2.6-3.0 CPU-s against 4.6-4.7 with 5,000 (docs/adr/0021).
+INSERT_STATEMENT_BYTES = 128 << 10
 
 _INT_WIDTH = re.compile(r"^(tinyint|smallint|mediumint|int|integer|bigint)\(\d+\)")
+
+
+def local_infile(conn: pymysql.connections.Connection) -> bool:
+    """Whether the server accepts LOAD DATA LOCAL INFILE (``@@GLOBAL.local_infile``; MySQL 8.0 ships with it off)."""
+    return str(run_sql(conn, "SELECT @@GLOBAL.local_infile", ())[0][0]).upper() in ("1", "ON")
+
+
+def choose_load_method(asked: str, reading_back: bool, local_infile: bool) -> str:
+    """The load method of ``--load-method`` (``LOAD_METHODS``); ``auto`` decides as measured on the
+    1M-row bench table on 2 cores (docs/adr/0021):
+
+    * ``load-data`` while each part's key range is read back as the parts load (``reading_back``):
+      on MariaDB's default ``innodb_autoinc_lock_mode = 1`` its statements take turns on the table's
+      AUTO-INC lock, so one core loads while the other reads back (5.7-5.9 s vs 6.3-6.6 s with
+      INSERTs, whose concurrent loads then compete with the read-backs for both cores);
+    * ``insert`` otherwise: the loads run side by side (``--no-verify`` 3.9-4.2 s vs 4.4-4.6 s);
+    * ``insert`` whenever the server refuses LOCAL INFILE.
+    """
+    if asked != "auto":
+        return asked
+    return "load-data" if reading_back and local_infile else "insert"
 
 
 def target_columns(conn: pymysql.connections.Connection, database: str, table: str) -> list[dict[str, Any]] | None:
@@ -180,7 +210,8 @@ def insert_sql(database: str, table: str, columns: list[dict[str, Any]], upsert:
 def plan_load(*, aws: dict[str, Any], settings: MySQLSettings, manifest_parts: list[dict[str, Any]],
               repo: dict[str, Any], snapshot_prefix: str, database: str, table: str,
               columns: list[dict[str, Any]], upsert: bool, policy: RetryPolicy | None = None,
-              hash_rows: bool = True, verify_range: list[str] | None = None) -> list[TaskSpec]:
+              hash_rows: bool = True, verify_range: list[str] | None = None,
+              load_method: str = "insert") -> list[TaskSpec]:
     """One task per part. Specs hold no password (the local engine passes settings in memory).
 
     ``hash_rows`` off: the parts' rows are not hashed as they load (the restore reads the whole
@@ -190,6 +221,9 @@ def plan_load(*, aws: dict[str, Any], settings: MySQLSettings, manifest_parts: l
     ``verify_range`` (the primary key, for a full snapshot loaded into an empty table): once a part
     is in, the task reads its key range back from the table and compares rows and digest with the
     part's (``range_verified`` in the result), overlapping the read-back with other parts' loads.
+
+    ``load_method`` (plain loads; upserts always use ``INSERT ... ON DUPLICATE KEY UPDATE``):
+    ``insert`` for prepared multi-row INSERTs, ``load-data`` for LOAD DATA LOCAL INFILE.
     """
     return [
         {
@@ -206,6 +240,7 @@ def plan_load(*, aws: dict[str, Any], settings: MySQLSettings, manifest_parts: l
             "upsert": upsert,
             "hash_rows": hash_rows,
             "verify_range": verify_range,
+            "load_method": load_method,
             "retry": (policy or policy_from_env()).to_dict(),
         }
         for i, part in enumerate(manifest_parts)
@@ -217,6 +252,66 @@ def load_sql(database: str, table: str, columns: list[dict[str, Any]]) -> str:
     targets, sets = load_targets(columns, quote_ident)
     return (f"LOAD DATA LOCAL INFILE '{INFILE_NAME}' INTO TABLE {table_ref(database, table)} {load_format(columns)} "
             f"{targets}{sets}")
+
+
+class PreparedInsert:
+    """Prepared multi-row ``INSERT``s into one table on one connection (binary protocol, docs/adr/0021).
+
+    A batch is encoded once (``formats.mysql_params.ParamRows``) and sent as statements of up to
+    ``INSERT_STATEMENT_BYTES`` of values and ``MAX_PARAMS`` placeholders; a statement is prepared
+    once per row count (the server frees them with the connection). A row too long for one packet
+    (``max_allowed_packet``) goes, with the rest of its batch, by LOAD DATA in the same transaction.
+    """
+
+    def __init__(self, conn: Any, database: str, table: str, columns: list[dict[str, Any]]) -> None:
+        self.conn = conn
+        self.columns = columns
+        # quote_ident doubles '%' for pymysql's %-formatting, which a prepared statement never gets
+        self.head = (f"INSERT INTO {table_ref(database, table)} "
+                     f"({', '.join(quote_ident(c['name']) for c in columns)}) VALUES ") % ()
+        self.row = "(" + ", ".join(["?"] * len(columns)) + ")"
+        self.max_rows = max(1, MAX_PARAMS // max(1, len(columns)))
+        packet = int(run_sql(conn, "SELECT @@max_allowed_packet", ())[0][0])
+        self.max_packet = packet - 1024
+        self.statements: dict[int, int] = {}
+
+    def _statement(self, k: int) -> int:
+        if k not in self.statements:
+            self.statements[k] = stmt_prepare(self.conn, self.head + ", ".join([self.row] * k))[0]
+        return self.statements[k]
+
+    def insert(self, batch: Any) -> tuple[int, int, int]:
+        """Insert a batch: (rows inserted, warnings, first row not sent: the batch's length if all were)."""
+        rows = ParamRows(batch, self.columns)
+        n, start = batch.num_rows, 0
+        avg = max(1, rows.row_bytes(0, n) // max(1, n))
+        per = max(1, min(self.max_rows, INSERT_STATEMENT_BYTES // avg))
+        payloads = []
+        while start < n:
+            k = min(per, n - start)
+            while k > 1 and rows.payload_bytes(start, k) > self.max_packet:
+                k //= 2
+            if rows.payload_bytes(start, k) > self.max_packet:
+                break
+            payloads.append(rows.payload(self._statement(k), start, k))
+            start += k
+        done, warnings = stmt_execute(self.conn, payloads)
+        return done, warnings, start
+
+
+def _insert_batch(inserter: PreparedInsert, sql: str, batch: Any, columns: list[dict[str, Any]], what: str) -> None:
+    """One batch by prepared INSERTs (the rest by LOAD DATA if a row is too long for a packet); any
+    warning rolls back and fails, as ``_load_batch``."""
+    conn = inserter.conn
+    rows, warnings, sent = inserter.insert(batch)
+    if not warnings and rows == sent and sent < batch.num_rows:
+        _load_batch(conn, sql, batch.slice(sent), columns, what)
+        return
+    if warnings or rows != batch.num_rows:
+        shown = run_sql(conn, "SHOW WARNINGS LIMIT 3", ())
+        conn.rollback()
+        detail = "; ".join(f"{w[1]}: {w[2]}" for w in shown) or f"{rows} of {batch.num_rows} rows inserted"
+        raise FormatError(f"{what}: the server did not take every value as it is ({detail})")
 
 
 def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None,
@@ -249,9 +344,12 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
 
         def attempt() -> None:
             conn = settings.connect_load()
+            inserter = None
             try:
                 session_setup(conn)
                 conn.autocommit(False)
+                if spec.get("load_method") == "insert":
+                    inserter = PreparedInsert(conn, spec["database"], spec["table"], columns)
                 tmp.seek(0)
                 pos = 0
                 for batch in iter_part_batches(tmp, columns, LOAD_ROWS, what=f"part {part['key']}"):
@@ -267,7 +365,10 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
                             state["sum"] += hash_sum(row_hashes(batch, columns))
                         state["hashed"] = pos + n
                     if pos >= state["committed"]:
-                        _load_batch(conn, sql, batch, columns, what)
+                        if inserter is not None:
+                            _insert_batch(inserter, sql, batch, columns, what)
+                        else:
+                            _load_batch(conn, sql, batch, columns, what)
                         conn.commit()
                         state["committed"] = pos + n
                         ctx.advance(n, 0)

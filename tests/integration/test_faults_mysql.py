@@ -230,8 +230,12 @@ def hold_row(db: str) -> pymysql.connections.Connection:
     return c
 
 
-def blocked_loads(db: str, max_kills: int | None) -> Callable[[Any], list[int]]:
-    """Pick every LOAD DATA of ``db`` that waits for a row lock (``max_kills`` in all).
+# What a load's statement looks like in the process list, by --load-method.
+LOAD_STATEMENTS = {"load-data": ("Query", "LOAD DATA LOCAL INFILE%%"), "insert": ("Execute", "INSERT INTO%%")}
+
+
+def blocked_loads(db: str, max_kills: int | None, method: str = "load-data") -> Callable[[Any], list[int]]:
+    """Pick every load statement of ``db`` that waits for a row lock (``max_kills`` in all).
 
     InnoDB refreshes its lock tables in information_schema only when they were not read for 0.1 s, so
     they are read at most every 0.2 s, and only while a LOAD DATA has been running for 0.2 s.
@@ -241,8 +245,9 @@ def blocked_loads(db: str, max_kills: int | None) -> Callable[[Any], list[int]]:
     def pick(cur: Any) -> list[int]:
         if max_kills is not None and n[0] >= max_kills:
             return []
-        cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND COMMAND = 'Query' "
-                    "AND INFO LIKE 'LOAD DATA LOCAL INFILE%%' AND TIME_MS >= 200", (db,))
+        command, info = LOAD_STATEMENTS[method]
+        cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND COMMAND = %s "
+                    f"AND INFO LIKE '{info}' AND TIME_MS >= 200", (db, command))
         out = [int(r[0]) for r in cur.fetchall()]
         if not out or time.monotonic() - last[0] < 0.2:
             return []
@@ -264,18 +269,20 @@ def snapshot_for_restore(moto_server: str, src: str, repo: str) -> dict[str, Any
     return dict(one_json(r.out))
 
 
-def test_restore_with_killed_loading_connection_converges(cli, moto_server: str, dbs, name: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("method", ["load-data", "insert"])
+def test_restore_with_killed_loading_connection_converges(cli, moto_server: str, dbs, name: str,  # type: ignore[no-untyped-def]
+                                                          method: str) -> None:
     src, dst = dbs
     repo = f"s3://{name}-repo"
     s = snapshot_for_restore(moto_server, src, repo)
     empty_copy(src, dst, "orders")  # an empty target: --mode new loads into it
     holder = hold_row(dst)
-    killer = Killer(blocked_loads(dst, 3))
+    killer = Killer(blocked_loads(dst, 3, method))
     killer.start()
     result: dict[str, Any] = {}
     run = threading.Thread(target=lambda: result.update(r=cli(
         "restore", s["snapshot_id"], "--to", f"mysql://root@{HOST}:{PORT}/{dst}", "--region", DST, "--repo", repo,
-        "--json")))
+        "--json", "--load-method", method)))
     run.start()
     try:
         deadline = time.monotonic() + 60
@@ -292,6 +299,7 @@ def test_restore_with_killed_loading_connection_converges(cli, moto_server: str,
     assert r.code == 0, r.err
     restored = one_json(r.out)
     assert (restored["rows"], restored["verification"], restored["digest"]) == (RESTORE_ROWS, "table", s["digest"])
+    assert restored["load_method"] == method
     assert rows_of(dst) == rows_of(src)
 
 

@@ -166,16 +166,25 @@ def test_every_type_round_trips_exactly(aws: AwsContext, cli, dbs, repo: str) ->
     assert {"snapshot_id", "target", "rows", "digest", "duration_s"} <= set(res)
     assert res["rows"] == 204 and res["digest"] == snap["digest"] and res["verification"] == "table"
     assert res["verified_by"] == "part key ranges"  # composite key (id, part): every part's range read back
+    assert res["load_method"] == "load-data"  # auto, while key ranges are read back (docs/adr/0021)
 
     before, after = fetch(src, "types"), fetch(dst, "types")
     assert typed(after) == typed(before)  # values AND Python types, generated columns recomputed
     assert show_create(dst, "types") == show_create(src, "types")
+    # The same through prepared INSERTs (binary protocol), read back and compared value for value.
+    r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--table", "types_ins", "--region", DST, "--repo", repo,
+            "--json", "--load-method", "insert")
+    assert r.code == 0, r.err
+    ins = one_json(r.out)
+    assert (ins["load_method"], ins["verified_by"], ins["digest"]) == ("insert", "part key ranges", snap["digest"])
+    assert typed(fetch(dst, "types_ins")) == typed(before)
     # --no-verify: no read-back and no row hashing (docs/adr/0015), the same table; parts' sha256 still checked
     r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--table", "types_nv", "--region", DST, "--repo", repo,
             "--json", "--no-verify")
     assert r.code == 0, r.err
     nv = one_json(r.out)
     assert nv["verification"] == "skipped" and nv["rows"] == 204 and nv["digest"] == snap["digest"]
+    assert nv["load_method"] == "insert"  # auto without read-backs: loads side by side
     assert typed(fetch(dst, "types_nv")) == typed(before)
     # JSON compares semantically too (MariaDB keeps the text verbatim).
     js = COLS.index("js")
@@ -205,6 +214,7 @@ def test_every_type_in_utf8_columns_loads_as_binary_text(aws: AwsContext, cli, d
     assert r.code == 0, r.err
     res = one_json(r.out)
     assert res["rows"] == 34 and res["digest"] == snap["digest"] and res["verified_by"] == "part key ranges"
+    assert res["load_method"] == "load-data"
     assert typed(fetch(dst, "utf8only")) == typed(fetch(src, "utf8only"))
     assert show_create(dst, "utf8only") == show_create(src, "utf8only")
     conn = connect(src)
@@ -257,10 +267,17 @@ def test_hostile_identifier(aws: AwsContext, cli, dbs, repo: str) -> None:  # ty
     c.close()
     snap = snapshot(cli, src, HOSTILE, repo, "--chunk-rows", "10")
     assert snap["rows"] == 25
-    r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--region", DST, "--repo", repo, "--json")
-    assert r.code == 0, r.err
-    assert fetch(dst, HOSTILE) == fetch(src, HOSTILE)
-    assert show_create(dst, HOSTILE) == show_create(src, HOSTILE)
+    for method in ("load-data", "insert"):  # both build statements from quoted identifiers only
+        c = connect(dst)
+        with c.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {q(HOSTILE)}")
+        c.close()
+        r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--region", DST, "--repo", repo, "--json",
+                "--load-method", method)
+        assert r.code == 0, r.err
+        assert one_json(r.out)["load_method"] == method
+        assert fetch(dst, HOSTILE) == fetch(src, HOSTILE)
+        assert show_create(dst, HOSTILE) == show_create(src, HOSTILE)
     c = connect(src)
     with c.cursor() as cur:
         cur.execute("SHOW TABLES")
@@ -296,12 +313,14 @@ def test_binary_values_load_verbatim(aws: AwsContext, cli, dbs, repo: str) -> No
     c.close()
     snap = snapshot(cli, src, "bins", repo, "--chunk-rows", "100")
     assert snap["rows"] == len(vals) + 1
-    r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--region", DST, "--repo", repo, "--json")
-    assert r.code == 0, r.err
-    assert one_json(r.out)["verified_by"] == "part key ranges"
-    got = fetch(dst, "bins")
-    assert typed(got) == typed(fetch(src, "bins"))
-    assert [r[1] for r in sorted(got, key=lambda r: r[0])][: len(vals)] == vals
+    for method, table in (("load-data", "bins"), ("insert", "bins_ins")):  # BLOB parameters: never converted
+        r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--table", table, "--region", DST, "--repo", repo,
+                "--json", "--load-method", method)
+        assert r.code == 0, r.err
+        assert one_json(r.out)["verified_by"] == "part key ranges"
+        got = fetch(dst, table)
+        assert typed(got) == typed(fetch(src, "bins"))
+        assert [r[1] for r in sorted(got, key=lambda r: r[0])][: len(vals)] == vals
 
 
 def test_restore_modes(aws: AwsContext, cli, dbs, repo: str) -> None:  # type: ignore[no-untyped-def]
@@ -328,10 +347,12 @@ def test_restore_modes(aws: AwsContext, cli, dbs, repo: str) -> None:  # type: i
     got = fetch(dst, "copy")
     assert len(got) == len(want) + 1 and [g for g in got if g[0] != 999999] == want
 
-    # append of the same rows: duplicate keys -> conflict.
-    r = cli(*base, "--mode", "append")
-    assert r.code == 4 and "Traceback" not in r.err
-    assert r.err.strip().splitlines()[-1].startswith("error: ") and "Duplicate entry" in r.err
+    # append of the same rows: duplicate keys -> conflict, by either load method, nothing written.
+    for method in ("auto", "insert", "load-data"):
+        r = cli(*base, "--mode", "append", "--load-method", method)
+        assert r.code == 4 and "Traceback" not in r.err
+        assert r.err.strip().splitlines()[-1].startswith("error: ") and "Duplicate entry" in r.err
+        assert len(fetch(dst, "copy")) == len(want) + 1
 
     # truncate / replace need confirmation without a terminal.
     r = cli(*base, "--mode", "truncate")

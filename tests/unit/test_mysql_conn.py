@@ -95,6 +95,9 @@ def test_translate_and_retryable() -> None:
     assert isinstance(translate(pymysql.err.OperationalError(1049, "Unknown database"), "x"), NotFound)
     assert isinstance(translate(pymysql.err.ProgrammingError(1146, "no table"), "x"), NotFound)
     assert isinstance(translate(pymysql.err.IntegrityError(1062, "Duplicate"), "x"), Conflict)
+    for code in (1148, 3948, 4166):  # LOAD DATA LOCAL refused: the user's --load-method load-data cannot run
+        t = translate(pymysql.err.OperationalError(code, "local infile disabled"), "loading part p")
+        assert isinstance(t, InvalidInput) and str(t).endswith("use --load-method insert")
     for code in (2006, 2013, 1205, 1213):
         assert is_retryable(pymysql.err.OperationalError(code, "transient"))
     assert not is_retryable(pymysql.err.OperationalError(1045, "Access denied"))

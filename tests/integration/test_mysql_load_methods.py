@@ -1,0 +1,123 @@
+"""MySQL restores by prepared INSERTs and by LOAD DATA (docs/adr/0021) against the real MariaDB.
+
+A statement never exceeds the server's packet limit (a row too long for one goes by LOAD DATA with
+the rest of its batch, in the same transaction), and a server that refuses LOCAL INFILE still gets
+its restore: ``--load-method auto`` sends INSERTs there, and an explicit ``load-data`` fails with
+one line and writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from backupctl.formats.parquet import arrow_schema
+from backupctl.mysql_conn import MySQLSettings
+from backupctl.sources.mysql import read_columns
+from backupctl.targets import mysql as mysql_target
+from tests.integration.helpers import one_error_line, one_json
+from tests.integration.mysql_db import (
+    HOST,
+    PORT,
+    connect,
+    make_orders,
+    rows_of,
+    scratch_databases,
+    server_up,
+    uri,
+)
+
+pytestmark = pytest.mark.integration
+
+SRC, DST = "us-east-1", "us-west-2"
+
+if not server_up():  # pragma: no cover
+    pytest.skip("MariaDB at 127.0.0.1:3306 is not running", allow_module_level=True)
+
+
+@pytest.fixture
+def dbs() -> Iterator[tuple[str, str]]:
+    with scratch_databases("lm") as pair:
+        yield pair
+
+
+def settings(db: str) -> MySQLSettings:
+    s = MySQLSettings("root", HOST, PORT, db, None, None, None, None)
+    s.password = ""
+    return s
+
+
+def test_statements_fit_the_packet_and_a_longer_row_goes_by_load_data(dbs: tuple[str, str]) -> None:
+    db, _ = dbs
+    c = connect(db)
+    with c.cursor() as cur:
+        cur.execute("CREATE TABLE blobs (id INT AUTO_INCREMENT PRIMARY KEY, b LONGBLOB, t VARCHAR(10))")
+    c.close()
+    meta = connect(db)
+    columns = read_columns(meta, db, "blobs")
+    meta.close()
+    values = [bytes([i % 256]) * 40 for i in range(50)]
+    values[30] = b"\x00\xff" * 5000  # 10,000 bytes: no statement of it fits a 4 KiB packet
+    batch = pa.record_batch([pa.array(range(1, 51), pa.int32()), pa.array(values, pa.binary()),
+                             pa.array([f"r{i}" for i in range(50)])], schema=arrow_schema(columns))
+
+    conn = settings(db).connect_load()
+    try:
+        mysql_target.session_setup(conn)
+        conn.autocommit(False)
+        ins = mysql_target.PreparedInsert(conn, db, "blobs", columns)
+        ins.max_packet = 4096
+        rows, warnings, sent = ins.insert(batch)
+        assert (rows, warnings, sent) == (30, 0, 30)  # rows 0..29, in statements of at most 4 KiB
+        assert len(ins.statements) >= 2 and max(ins.statements) < 30
+        conn.rollback()
+        mysql_target._insert_batch(ins, mysql_target.load_sql(db, "blobs", columns), batch, columns, "test")
+        conn.commit()
+    finally:
+        conn.close()
+    assert rows_of(db, "blobs") == [(i + 1, values[i], f"r{i}") for i in range(50)]
+
+
+def snapshot(cli: Any, db: str, repo: str) -> dict[str, Any]:
+    r = cli("snapshot", "--source", uri(db), "--table", "orders", "--from", SRC, "--to", DST, "--repo", repo,
+            "--chunk-rows", "300", "--json")
+    assert r.code == 0, r.err
+    return dict(one_json(r.out))
+
+
+def test_auto_sends_inserts_when_the_server_refuses_local_infile(cli: Any, dbs: tuple[str, str], name: str) -> None:
+    src, dst = dbs
+    make_orders(src, 1000)
+    repo = f"s3://{name}-repo"
+    snap = snapshot(cli, src, repo)
+    base = ("restore", snap["snapshot_id"], "--to", uri(dst), "--region", DST, "--repo", repo, "--json")
+    r = cli(*base)
+    assert r.code == 0, r.err
+    assert one_json(r.out)["load_method"] == "load-data"  # verified by key ranges, server allows it
+    admin = connect()
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SET GLOBAL local_infile = 0")
+        r = cli(*base, "--table", "by_insert")
+        assert r.code == 0, r.err
+        res = one_json(r.out)
+        assert (res["load_method"], res["verified_by"], res["digest"]) == ("insert", "part key ranges", snap["digest"])
+        assert rows_of(dst, "by_insert") == rows_of(src)
+        r = cli(*base, "--table", "by_load_data", "--load-method", "load-data")
+        assert r.code == 2 and r.out == ""
+        assert "refuses LOAD DATA LOCAL INFILE (local_infile is OFF)" in one_error_line(r.err)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("SET GLOBAL local_infile = 1")
+        admin.close()
+    with connect(dst).cursor() as cur:  # refused before anything was created
+        cur.execute("SHOW TABLES LIKE 'by_load_data'")
+        assert cur.fetchall() == ()
+
+
+def test_load_method_is_for_mysql_targets(cli: Any) -> None:
+    r = cli("restore", "20261127T013000Z-1a2b3c", "--to-table", "t", "--region", DST, "--load-method", "insert")
+    assert r.code == 2 and "--load-method applies to MySQL targets" in one_error_line(r.err)
