@@ -410,8 +410,7 @@ def _restore_mysql(
             raise NotFound(f"table '{table}' does not exist in database '{db}': --only-increment applies "
                            f"{manifest.id} onto a table that holds its parent {manifest.parent_id}")
         empty = mysql_target.is_empty(conn, db, table) if exists else True
-        local_infile = mysql_target.local_infile(conn)
-        if opts.load_method == "load-data" and not local_infile:
+        if opts.load_method == "load-data" and not mysql_target.local_infile(conn):
             raise InvalidInput(f"--load-method load-data: the server at {settings.host}:{settings.port} refuses "
                                "LOAD DATA LOCAL INFILE (local_infile is OFF); use --load-method insert or auto")
         actions: list[str] = []
@@ -489,7 +488,11 @@ def _restore_mysql(
     range_pk = [c["name"] for c in key_cols]
     range_check = (verify_table and not opts.only_increment and len(chain) == 1 and chain[0].manifest.mode == "full"
                    and bool(range_pk) and all(c["kind"] in mysql_source.RANGE_KEY_KINDS for c in key_cols))
-    load_method = mysql_target.choose_load_method(opts.load_method, range_check, local_infile)
+    load_method = "insert" if opts.load_method == "auto" else opts.load_method
+    # While key ranges are read back as parts load, one loader at a time runs its INSERTs on the server
+    # (others encode meanwhile): the other core reads back. LOAD DATA gets that from the table's
+    # AUTO-INC lock (docs/adr/0021).
+    send_gate = threading.Lock() if range_check and load_method == "insert" else None
     workers = opts.workers if opts.workers is not None else mysql_target.mysql_load_workers(range_check)
     engine = local_or_processes(engine_name, workers, processes, parts)
 
@@ -512,7 +515,7 @@ def _restore_mysql(
                 counted_rows.append(counter.submit(mysql_target.count_rows, settings, db, table))
 
     def load_fn(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
-        return mysql_target.run_load_task(spec, ctx, settings, on_loaded=part_loaded)
+        return mysql_target.run_load_task(spec, ctx, settings, on_loaded=part_loaded, send_gate=send_gate)
 
     def delete_fn(spec: TaskSpec, ctx: TaskContext) -> dict[str, Any]:
         return mysql_target.run_delete_task(spec, ctx, settings)

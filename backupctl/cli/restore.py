@@ -67,8 +67,8 @@ def redshift_options(f):  # type: ignore[no-untyped-def]
 @click.option("--max-wcu", type=float, help="Write budget in WCU/s (for on-demand tables).")
 @click.option("--workers", type=int, default=None,
               help="Concurrent load tasks. [default: 8 for DynamoDB; for MySQL one per CPU core, at least 2, "
-                   "and one more when each part's key range is read back after it loads: its LOAD DATA "
-                   "statements into one table queue on the table's AUTO_INCREMENT lock]")
+                   "and one more when each part's key range is read back after it loads: then one loader "
+                   "at a time runs its statements on the server]")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True, callback=check_engine_choice,
               help="Where load tasks run: local, spark, emr (not yet), auto (local for now).")
 @spark_master_option
@@ -94,8 +94,8 @@ def redshift_options(f):  # type: ignore[no-untyped-def]
 @click.option("--load-method", type=click.Choice(list(LOAD_METHODS)), default="auto", show_default=True,
               help="MySQL: how rows are sent. insert: prepared multi-row INSERTs (binary protocol; loads run "
                    "side by side even into a table with an AUTO_INCREMENT column); load-data: LOAD DATA LOCAL "
-                   "INFILE (the server must allow local_infile); auto: insert. Upserts always use "
-                   "INSERT ... ON DUPLICATE KEY UPDATE.")
+                   "INFILE (the server must allow local_infile; its loads into a table with an AUTO_INCREMENT "
+                   "column take turns); auto: insert. Upserts always use INSERT ... ON DUPLICATE KEY UPDATE.")
 @click.option("--only-increment", is_flag=True,
               help="MySQL: apply just this incremental snapshot onto a table that already holds its parent "
                    "(no create or truncate); without it an increment restores its whole chain.")

@@ -4,10 +4,12 @@ The table is created from ``SHOW CREATE TABLE`` of the source (schema.json),
 so indexes, charset, collation, generated columns and constraints come back
 as they were; only the table name is replaced (backtick-quoted).
 
-A load task checks the part's sha256, then streams its rows into multi-row
-``INSERT`` statements (pymysql ``executemany``: as many rows per statement as
-fit the server's ``max_allowed_packet``), committing every ``COMMIT_ROWS``
-rows. Upserts use ``INSERT ... ON DUPLICATE KEY UPDATE col = VALUES(col)``.
+A load task checks the part's sha256, then sends its rows in batches of
+``LOAD_ROWS`` (one transaction each) as prepared multi-row ``INSERT``s over the
+binary protocol (``PreparedInsert``, the default) or as ``LOAD DATA LOCAL
+INFILE`` text (``--load-method load-data``; docs/adr/0021). Upserts use
+``INSERT ... ON DUPLICATE KEY UPDATE col = VALUES(col)`` (pymysql
+``executemany``, committing every ``COMMIT_ROWS`` rows).
 Generated columns are never written: the server recomputes them. A dropped
 connection is retried from the last committed row, so rows are neither lost
 nor written twice. The session runs with ``foreign_key_checks = 0`` (parts
@@ -21,6 +23,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import IO, Any
 
 import pymysql
@@ -62,7 +65,7 @@ from backupctl.sources.mysql import read_columns, table_ref
 
 MODES = ("new", "upsert", "replace", "truncate", "append")
 # How plain (non-upsert) loads send rows: prepared multi-row INSERTs over the binary protocol, or
-# LOAD DATA LOCAL INFILE (docs/adr/0021); "auto" picks one (``choose_load_method``).
+# LOAD DATA LOCAL INFILE (docs/adr/0021); "auto" is "insert".
 LOAD_METHODS = ("auto", "insert", "load-data")
 
 
@@ -77,9 +80,13 @@ def mysql_load_workers(reading_back: bool = False) -> int:
     (1M-row verified restore, five blocks of interleaved pairs, 2 vs 3 loaders): 3 were faster in four
     blocks (medians 6.55 -> 6.36 s, 6.84 -> 6.66 s, 6.80 -> 6.35 s, 6.57 -> 6.22 s) and 0.11 s slower
     in one (6.44 vs 6.55 s), at ~70 MiB more peak RSS; 4 loaders were slower than 3. Without the read-back
-    2 loaders stay best (4.83/4.92 s vs 5.02/5.05 s with 3).
+    2 loaders stay best (4.83/4.92 s vs 5.02/5.05 s with 3). Prepared INSERTs (docs/adr/0021) keep the
+    shape: with read-backs a gate lets one loader's statements run on the server at a time (2 loaders
+    5.53/5.57 s, 3 loaders 5.08-5.84 s, medians of five 5.68 s); without them 2 loaders run side by side.
     """
     return max(2, os.cpu_count() or 2) + (1 if reading_back else 0)
+
+
 INSERT_ROWS = 5_000  # rows handed to one executemany (split further to fit max_allowed_packet)
 COMMIT_ROWS = 50_000
 LOAD_ROWS = 25_000  # rows per LOAD DATA statement (one transaction each)
@@ -94,22 +101,6 @@ _INT_WIDTH = re.compile(r"^(tinyint|smallint|mediumint|int|integer|bigint)\(\d+\
 def local_infile(conn: pymysql.connections.Connection) -> bool:
     """Whether the server accepts LOAD DATA LOCAL INFILE (``@@GLOBAL.local_infile``; MySQL 8.0 ships with it off)."""
     return str(run_sql(conn, "SELECT @@GLOBAL.local_infile", ())[0][0]).upper() in ("1", "ON")
-
-
-def choose_load_method(asked: str, reading_back: bool, local_infile: bool) -> str:
-    """The load method of ``--load-method`` (``LOAD_METHODS``); ``auto`` decides as measured on the
-    1M-row bench table on 2 cores (docs/adr/0021):
-
-    * ``load-data`` while each part's key range is read back as the parts load (``reading_back``):
-      on MariaDB's default ``innodb_autoinc_lock_mode = 1`` its statements take turns on the table's
-      AUTO-INC lock, so one core loads while the other reads back (5.7-5.9 s vs 6.3-6.6 s with
-      INSERTs, whose concurrent loads then compete with the read-backs for both cores);
-    * ``insert`` otherwise: the loads run side by side (``--no-verify`` 3.9-4.2 s vs 4.4-4.6 s);
-    * ``insert`` whenever the server refuses LOCAL INFILE.
-    """
-    if asked != "auto":
-        return asked
-    return "load-data" if reading_back and local_infile else "insert"
 
 
 def target_columns(conn: pymysql.connections.Connection, database: str, table: str) -> list[dict[str, Any]] | None:
@@ -261,10 +252,14 @@ class PreparedInsert:
     ``INSERT_STATEMENT_BYTES`` of values and ``MAX_PARAMS`` placeholders; a statement is prepared
     once per row count (the server frees them with the connection). A row too long for one packet
     (``max_allowed_packet``) goes, with the rest of its batch, by LOAD DATA in the same transaction.
+    ``gate`` (shared by a restore's loaders): held while a batch's statements run on the server, not
+    while it is encoded.
     """
 
-    def __init__(self, conn: Any, database: str, table: str, columns: list[dict[str, Any]]) -> None:
+    def __init__(self, conn: Any, database: str, table: str, columns: list[dict[str, Any]],
+                 gate: AbstractContextManager[Any] | None = None) -> None:
         self.conn = conn
+        self.gate = gate or nullcontext()
         self.columns = columns
         # quote_ident doubles '%' for pymysql's %-formatting, which a prepared statement never gets
         self.head = (f"INSERT INTO {table_ref(database, table)} "
@@ -295,7 +290,8 @@ class PreparedInsert:
                 break
             payloads.append(rows.payload(self._statement(k), start, k))
             start += k
-        done, warnings = stmt_execute(self.conn, payloads)
+        with self.gate:
+            done, warnings = stmt_execute(self.conn, payloads)
         return done, warnings, start
 
 
@@ -315,13 +311,14 @@ def _insert_batch(inserter: PreparedInsert, sql: str, batch: Any, columns: list[
 
 
 def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None,
-                  on_loaded: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  on_loaded: Callable[[str], None] | None = None,
+                  send_gate: AbstractContextManager[Any] | None = None) -> dict[str, Any]:
     """Load one part. Checks its sha256 first and its row count and digest as it is read.
 
     Plain inserts stream the part's Arrow batches as ``LOAD DATA LOCAL``
     text (one statement and commit per ``LOAD_ROWS`` rows); upserts use
     multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``. ``on_loaded(task_id)`` runs once every row of
-    the part is committed, before its key range is read back.
+    the part is committed, before its key range is read back. ``send_gate``: see ``PreparedInsert``.
     """
     if spec.get("upsert"):
         return _run_upsert_task(spec, ctx, settings)
@@ -349,7 +346,7 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
                 session_setup(conn)
                 conn.autocommit(False)
                 if spec.get("load_method") == "insert":
-                    inserter = PreparedInsert(conn, spec["database"], spec["table"], columns)
+                    inserter = PreparedInsert(conn, spec["database"], spec["table"], columns, send_gate)
                 tmp.seek(0)
                 pos = 0
                 for batch in iter_part_batches(tmp, columns, LOAD_ROWS, what=f"part {part['key']}"):

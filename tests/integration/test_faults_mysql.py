@@ -303,17 +303,19 @@ def test_restore_with_killed_loading_connection_converges(cli, moto_server: str,
     assert rows_of(dst) == rows_of(src)
 
 
-def test_restore_that_runs_out_of_retries_converges_on_rerun(cli, moto_server: str, dbs, name: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("method", ["load-data", "insert"])
+def test_restore_that_runs_out_of_retries_converges_on_rerun(cli, moto_server: str, dbs, name: str,  # type: ignore[no-untyped-def]
+                                                             method: str) -> None:
     src, dst = dbs
     repo = f"s3://{name}-repo"
     s = snapshot_for_restore(moto_server, src, repo)
     empty_copy(src, dst, "orders")
     holder = hold_row(dst)
-    killer = Killer(blocked_loads(dst, None))  # every attempt of the blocked part is killed
+    killer = Killer(blocked_loads(dst, None, method))  # every attempt of the blocked part is killed
     killer.start()
     try:
         r = cli("restore", s["snapshot_id"], "--to", f"mysql://root@{HOST}:{PORT}/{dst}", "--region", DST,
-                "--repo", repo, "--json", env={"BACKUPCTL_RETRY_MAX_ATTEMPTS": "3"})
+                "--repo", repo, "--json", "--load-method", method, env={"BACKUPCTL_RETRY_MAX_ATTEMPTS": "3"})
     finally:
         killer.stop()
         holder.rollback()

@@ -166,25 +166,25 @@ def test_every_type_round_trips_exactly(aws: AwsContext, cli, dbs, repo: str) ->
     assert {"snapshot_id", "target", "rows", "digest", "duration_s"} <= set(res)
     assert res["rows"] == 204 and res["digest"] == snap["digest"] and res["verification"] == "table"
     assert res["verified_by"] == "part key ranges"  # composite key (id, part): every part's range read back
-    assert res["load_method"] == "load-data"  # auto, while key ranges are read back (docs/adr/0021)
+    assert res["load_method"] == "insert"  # auto: prepared INSERTs (docs/adr/0021)
 
     before, after = fetch(src, "types"), fetch(dst, "types")
     assert typed(after) == typed(before)  # values AND Python types, generated columns recomputed
     assert show_create(dst, "types") == show_create(src, "types")
-    # The same through prepared INSERTs (binary protocol), read back and compared value for value.
-    r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--table", "types_ins", "--region", DST, "--repo", repo,
-            "--json", "--load-method", "insert")
+    # The same through LOAD DATA LOCAL INFILE, read back and compared value for value.
+    r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--table", "types_ld", "--region", DST, "--repo", repo,
+            "--json", "--load-method", "load-data")
     assert r.code == 0, r.err
-    ins = one_json(r.out)
-    assert (ins["load_method"], ins["verified_by"], ins["digest"]) == ("insert", "part key ranges", snap["digest"])
-    assert typed(fetch(dst, "types_ins")) == typed(before)
+    ld = one_json(r.out)
+    assert (ld["load_method"], ld["verified_by"], ld["digest"]) == ("load-data", "part key ranges", snap["digest"])
+    assert typed(fetch(dst, "types_ld")) == typed(before)
     # --no-verify: no read-back and no row hashing (docs/adr/0015), the same table; parts' sha256 still checked
     r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--table", "types_nv", "--region", DST, "--repo", repo,
             "--json", "--no-verify")
     assert r.code == 0, r.err
     nv = one_json(r.out)
     assert nv["verification"] == "skipped" and nv["rows"] == 204 and nv["digest"] == snap["digest"]
-    assert nv["load_method"] == "insert"  # auto without read-backs: loads side by side
+    assert nv["load_method"] == "insert"
     assert typed(fetch(dst, "types_nv")) == typed(before)
     # JSON compares semantically too (MariaDB keeps the text verbatim).
     js = COLS.index("js")
@@ -210,7 +210,8 @@ def test_every_type_in_utf8_columns_loads_as_binary_text(aws: AwsContext, cli, d
         cur.execute("ALTER TABLE utf8only DROP COLUMN js, DROP COLUMN lat")
     c.close()
     snap = snapshot(cli, src, "utf8only", repo, "--chunk-rows", "10")
-    r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--region", DST, "--repo", repo, "--json")
+    r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--region", DST, "--repo", repo, "--json",
+            "--load-method", "load-data")
     assert r.code == 0, r.err
     res = one_json(r.out)
     assert res["rows"] == 34 and res["digest"] == snap["digest"] and res["verified_by"] == "part key ranges"

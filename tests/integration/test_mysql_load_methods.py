@@ -2,8 +2,8 @@
 
 A statement never exceeds the server's packet limit (a row too long for one goes by LOAD DATA with
 the rest of its batch, in the same transaction), and a server that refuses LOCAL INFILE still gets
-its restore: ``--load-method auto`` sends INSERTs there, and an explicit ``load-data`` fails with
-one line and writes nothing.
+its restore by INSERTs (``--load-method auto``), while an explicit ``load-data`` there fails with one
+line and writes nothing.
 """
 
 from __future__ import annotations
@@ -64,14 +64,32 @@ def test_statements_fit_the_packet_and_a_longer_row_goes_by_load_data(dbs: tuple
     batch = pa.record_batch([pa.array(range(1, 51), pa.int32()), pa.array(values, pa.binary()),
                              pa.array([f"r{i}" for i in range(50)])], schema=arrow_schema(columns))
 
+    class Gate:  # records what runs inside it
+        def __init__(self) -> None:
+            self.held = False
+
+        def __enter__(self) -> None:
+            self.held = True
+
+        def __exit__(self, *exc: object) -> None:
+            self.held = False
+
+    gate = Gate()
     conn = settings(db).connect_load()
     try:
         mysql_target.session_setup(conn)
         conn.autocommit(False)
-        ins = mysql_target.PreparedInsert(conn, db, "blobs", columns)
+        ins = mysql_target.PreparedInsert(conn, db, "blobs", columns, gate)
         ins.max_packet = 4096
+        sent_commands: list[tuple[int, bool]] = []
+        real = conn._execute_command
+        conn._execute_command = lambda cmd, data: (sent_commands.append((cmd, gate.held)), real(cmd, data))[1]
         rows, warnings, sent = ins.insert(batch)
+        conn._execute_command = real
         assert (rows, warnings, sent) == (30, 0, 30)  # rows 0..29, in statements of at most 4 KiB
+        # statements are prepared outside the gate, executed inside it
+        assert {held for cmd, held in sent_commands if cmd == 0x17} == {True}
+        assert {held for cmd, held in sent_commands if cmd == 0x16} == {False}
         assert len(ins.statements) >= 2 and max(ins.statements) < 30
         conn.rollback()
         mysql_target._insert_batch(ins, mysql_target.load_sql(db, "blobs", columns), batch, columns, "test")
@@ -88,27 +106,25 @@ def snapshot(cli: Any, db: str, repo: str) -> dict[str, Any]:
     return dict(one_json(r.out))
 
 
-def test_auto_sends_inserts_when_the_server_refuses_local_infile(cli: Any, dbs: tuple[str, str], name: str) -> None:
+def test_load_data_is_refused_up_front_when_the_server_refuses_local_infile(cli: Any, dbs: tuple[str, str],
+                                                                           name: str) -> None:
     src, dst = dbs
     make_orders(src, 1000)
     repo = f"s3://{name}-repo"
     snap = snapshot(cli, src, repo)
     base = ("restore", snap["snapshot_id"], "--to", uri(dst), "--region", DST, "--repo", repo, "--json")
-    r = cli(*base)
-    assert r.code == 0, r.err
-    assert one_json(r.out)["load_method"] == "load-data"  # verified by key ranges, server allows it
     admin = connect()
     try:
         with admin.cursor() as cur:
             cur.execute("SET GLOBAL local_infile = 0")
-        r = cli(*base, "--table", "by_insert")
+        r = cli(*base, "--table", "by_load_data", "--load-method", "load-data")
+        assert r.code == 2 and r.out == ""
+        assert "refuses LOAD DATA LOCAL INFILE (local_infile is OFF)" in one_error_line(r.err)
+        r = cli(*base, "--table", "by_insert")  # auto: prepared INSERTs need no LOCAL INFILE
         assert r.code == 0, r.err
         res = one_json(r.out)
         assert (res["load_method"], res["verified_by"], res["digest"]) == ("insert", "part key ranges", snap["digest"])
         assert rows_of(dst, "by_insert") == rows_of(src)
-        r = cli(*base, "--table", "by_load_data", "--load-method", "load-data")
-        assert r.code == 2 and r.out == ""
-        assert "refuses LOAD DATA LOCAL INFILE (local_infile is OFF)" in one_error_line(r.err)
     finally:
         with admin.cursor() as cur:
             cur.execute("SET GLOBAL local_infile = 1")

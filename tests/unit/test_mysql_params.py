@@ -10,7 +10,6 @@ import pyarrow as pa
 import pytest
 
 from backupctl.formats.mysql_params import ParamRows, _lenenc_prefixes
-from backupctl.targets.mysql import choose_load_method
 
 
 def lenenc(b: bytes) -> bytes:
@@ -84,11 +83,3 @@ def test_length_prefixes_are_mysql_length_encoded_integers(n: int) -> None:
     got = _lenenc_prefixes(np.array([n, 3], dtype=np.int64), np.array([True, True])).to_pylist()
     assert got == [lenenc(b"x" * n)[: len(lenenc(b"x" * n)) - n], b"\x03"]
     assert _lenenc_prefixes(np.array([n], dtype=np.int64), np.array([False])).to_pylist() == [b""]
-
-
-def test_auto_load_method() -> None:
-    assert choose_load_method("auto", reading_back=True, local_infile=True) == "load-data"
-    assert choose_load_method("auto", reading_back=False, local_infile=True) == "insert"
-    assert choose_load_method("auto", reading_back=True, local_infile=False) == "insert"
-    assert choose_load_method("load-data", reading_back=False, local_infile=False) == "load-data"
-    assert choose_load_method("insert", reading_back=True, local_infile=True) == "insert"
