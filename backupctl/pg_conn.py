@@ -49,7 +49,7 @@ _REDSHIFT_HOST_RE = re.compile(
 
 def is_pg_uri(text: str | None) -> bool:
     """True for ``redshift://``, ``postgres://`` and ``postgresql://`` URIs."""
-    return bool(text) and str(text).startswith(("redshift://", "postgres://", "postgresql://"))
+    return bool(text) and str(text).startswith(("redshift://", "postgres://", "postgresql://"))  # cli.restore.PG_SCHEMES
 
 
 def quote_ident(name: str) -> str:
