@@ -26,6 +26,7 @@ import configparser
 import os
 import re
 import struct
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -311,25 +312,38 @@ def stmt_prepare(conn: LoadConnection, sql: str) -> tuple[int, int]:
     return stmt_id, params
 
 
+PIPELINE_DEPTH = 32  # statements written ahead of their replies (the replies stay a few KiB)
+
+
 def stmt_execute(conn: LoadConnection, payloads: list[bytes]) -> tuple[int, int]:
-    """``COM_STMT_EXECUTE`` of every payload (built by ``formats.mysql_params``), pipelined: all are
-    written, then every reply read (the server runs commands in order; its small OK packets wait in
-    the socket). (rows affected, warnings) summed; the first error is raised once every reply is in."""
-    for payload in payloads:
-        conn._execute_command(COM_STMT_EXECUTE, payload)
+    """``COM_STMT_EXECUTE`` of every payload (built by ``formats.mysql_params``), pipelined: up to
+    ``PIPELINE_DEPTH`` are written ahead of their replies (the server runs commands in order and its
+    replies wait in the socket), so the server never waits for Python between statements.
+    (rows affected, warnings) summed; the first error is raised once every reply is in."""
     rows = warnings = 0
     first: BaseException | None = None
-    for _ in payloads:
-        conn._next_seq_id = 1  # every reply is the first packet after its own command
+    seq: deque[int] = deque()  # each pending reply's packet number (1 unless its command took several packets)
+
+    def reply() -> None:
+        nonlocal rows, warnings, first
+        conn._next_seq_id = seq.popleft()
         try:
             rows += int(conn._read_query_result() or 0)
             warnings += int(getattr(conn._result, "warning_count", 0) or 0)
         except pymysql.err.OperationalError as e:
-            if e.args and e.args[0] in (2013, 2006):
+            if e.args and e.args[0] in (2013, 2006):  # the connection is gone: no more replies
                 raise
             first = first or e
         except pymysql.MySQLError as e:
             first = first or e
+
+    for i, payload in enumerate(payloads):
+        if i >= PIPELINE_DEPTH:
+            reply()
+        conn._execute_command(COM_STMT_EXECUTE, payload)
+        seq.append(conn._next_seq_id)
+    for _ in range(min(len(payloads), PIPELINE_DEPTH)):
+        reply()
     if first is not None:
         raise first
     return rows, warnings

@@ -25,14 +25,15 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
-
-import psycopg
 
 from backupctl.errors import AuthError, BackupctlError, Conflict, DataPathError, InvalidInput, NotFound
 from backupctl.passwords import SecretRef
 from backupctl.passwords import resolve_password as _resolve
+
+if TYPE_CHECKING:
+    import psycopg
 
 CONNECT_TIMEOUT_S = 10
 APPLICATION_NAME = "backupctl"
@@ -49,7 +50,7 @@ _REDSHIFT_HOST_RE = re.compile(
 
 def is_pg_uri(text: str | None) -> bool:
     """True for ``redshift://``, ``postgres://`` and ``postgresql://`` URIs."""
-    return bool(text) and str(text).startswith(("redshift://", "postgres://", "postgresql://"))  # cli.restore.PG_SCHEMES
+    return bool(text) and str(text).startswith(("redshift://", "postgres://", "postgresql://"))
 
 
 def quote_ident(name: str) -> str:
@@ -100,6 +101,8 @@ class PgSettings:
 
     def connect(self) -> psycopg.Connection[Any]:
         """A new autocommit connection (the caller issues BEGIN/COMMIT itself), session time zone UTC."""
+        import psycopg  # here, not at import: a MySQL or DynamoDB run never pays for it (~50 ms)
+
         kw: dict[str, Any] = {
             "host": self.host.strip("[]"), "port": self.port, "dbname": self.database, "user": self.user,
             "connect_timeout": CONNECT_TIMEOUT_S, "application_name": APPLICATION_NAME, "autocommit": True,
@@ -226,13 +229,17 @@ _CONNECTION_HINTS = ("could not translate host name", "connection refused", "tim
 
 def translate(e: psycopg.Error, what: str, connecting: bool = False) -> BackupctlError:
     """A backupctl error (one line) for a psycopg error."""
+    import psycopg
+
     state = getattr(e, "sqlstate", None)
     msg = " ".join(str(e).split()) or type(e).__name__
     low = msg.lower()
+    # libpq reports a refused connection without a SQLSTATE: an unknown role or database only by its text
+    unknown = re.search(r'fatal: +(role|database) "[^"]*" does not exist', low) if connecting else None
     if state in _AUTH_STATES or "authentication failed" in low or "no password supplied" in low \
-            or "password authentication" in low:
+            or "password authentication" in low or (unknown is not None and unknown.group(1) == "role"):
         return AuthError(f"{what}: access denied ({msg})")
-    if state in _NOT_FOUND_STATES:
+    if state in _NOT_FOUND_STATES or unknown is not None:
         return NotFound(f"{what}: {msg}")
     if isinstance(e, psycopg.OperationalError) or state == "57P01" or any(h in low for h in _CONNECTION_HINTS):
         if connecting:

@@ -250,9 +250,6 @@ def _restore_mysql(
         console.emit_json(result)
 
 
-PG_SCHEMES = ("redshift://", "postgres://", "postgresql://")
-
-
 def _restore_redshift(
     app: App, console: Console, snapshot_id: str, to_uri: str | None, region: str, repo: str | None,
     to_table: str | None, table: str | None, password_file: str | None, secret_id: str | None, dry_run: bool,
@@ -261,9 +258,11 @@ def _restore_redshift(
     """Restore into Redshift / stand-in PostgreSQL when --to names one; False when it does not."""
     from click.core import ParameterSource
 
+    from backupctl.pg_conn import is_pg_uri
+
     ctx = click.get_current_context()
     rs = {k: v for k, v in ctx.meta.get("redshift", {}).items() if v is not None}
-    if not (to_uri or "").startswith(PG_SCHEMES):  # pg_conn.is_pg_uri, without importing psycopg (~50 ms)
+    if not is_pg_uri(to_uri):
         if rs:
             raise InvalidInput("--insert-mode, --iam-role, --dist-key and --sort-key apply to Redshift targets "
                                "(--to redshift://... or postgres://...)")

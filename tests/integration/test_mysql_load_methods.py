@@ -137,3 +137,37 @@ def test_load_data_is_refused_up_front_when_the_server_refuses_local_infile(cli:
 def test_load_method_is_for_mysql_targets(cli: Any) -> None:
     r = cli("restore", "20261127T013000Z-1a2b3c", "--to-table", "t", "--region", DST, "--load-method", "insert")
     assert r.code == 2 and "--load-method applies to MySQL targets" in one_error_line(r.err)
+
+
+def test_a_statement_longer_than_one_protocol_packet(dbs: tuple[str, str]) -> None:
+    """A 20 MB value makes a statement of two 16 MiB protocol packets; the replies after it are still
+    matched (each pending reply's packet number is the one its command left)."""
+    db, _ = dbs
+    admin = connect()
+    with admin.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.max_allowed_packet")
+        before = int(cur.fetchone()[0])
+        cur.execute("SET GLOBAL max_allowed_packet = 67108864")
+    try:
+        c = connect(db)
+        with c.cursor() as cur:
+            cur.execute("CREATE TABLE big (id INT PRIMARY KEY, b LONGBLOB)")
+        columns = read_columns(c, db, "big")
+        c.close()
+        values = [b"a", bytes(range(256)) * 80_000, b"c", b"d"]  # 20,480,000 bytes in the second
+        batch = pa.record_batch([pa.array([1, 2, 3, 4], pa.int32()), pa.array(values, pa.binary())],
+                                schema=arrow_schema(columns))
+        conn = settings(db).connect_load()
+        try:
+            mysql_target.session_setup(conn)
+            conn.autocommit(False)
+            ins = mysql_target.PreparedInsert(conn, db, "big", columns)
+            assert ins.insert(batch) == (4, 0, 4)
+            conn.commit()
+        finally:
+            conn.close()
+        assert rows_of(db, "big") == [(i + 1, v) for i, v in enumerate(values)]
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"SET GLOBAL max_allowed_packet = {before}")
+        admin.close()

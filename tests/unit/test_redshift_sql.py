@@ -222,3 +222,18 @@ def test_uris_and_passwords(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("PGPASSWORD", "x")
     assert settings_from_uri("postgres://u@h/db", None).password_source == "env"
     assert settings_from_uri("postgres://u@10.0.0.1/db", None).cluster_region is None
+
+
+def test_unknown_database_and_role_at_connect_are_not_found_and_access_denied() -> None:
+    import psycopg
+
+    from backupctl.errors import AuthError, DataPathError, NotFound
+    from backupctl.pg_conn import translate
+
+    head = 'connection failed: connection to server at "127.0.0.1", port 5432 failed: FATAL:  '
+    db = translate(psycopg.OperationalError(head + 'database "nosuchdb" does not exist'), "connecting", connecting=True)
+    assert isinstance(db, NotFound) and db.exit_code == 3
+    role = translate(psycopg.OperationalError(head + 'role "nobody" does not exist'), "connecting", connecting=True)
+    assert isinstance(role, AuthError) and role.exit_code == 6
+    down = translate(psycopg.OperationalError(head + "Connection refused"), "connecting", connecting=True)
+    assert isinstance(down, DataPathError) and down.exit_code == 7
