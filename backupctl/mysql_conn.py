@@ -349,6 +349,46 @@ def stmt_execute(conn: LoadConnection, payloads: list[bytes]) -> tuple[int, int]
     return rows, warnings
 
 
+class RawRows:
+    """A SELECT's row packets as the raw bytes on the socket (pymysql, text protocol, unbuffered).
+
+    ``query`` runs the statement and reads its column definitions; ``matches(expected)`` reads
+    exactly as many bytes as ``expected`` holds (never more: ``read1`` returns what has arrived) and
+    compares; ``ends(seq)`` reads the packet after the rows and says whether it ends the result. After
+    a mismatch the connection is mid-result: close it.
+    """
+
+    def __init__(self, conn: pymysql.connections.Connection) -> None:
+        self.conn = conn
+
+    def query(self, sql: str, params: Any) -> int:
+        """Run ``sql`` (%-formatted with ``params``): the packet number of the first row."""
+        with self.conn.cursor() as cur:
+            text = cur.mogrify(sql, tuple(params))
+        self.conn.query(text, unbuffered=True)
+        return int(self.conn._next_seq_id)
+
+    def matches(self, expected: bytes) -> bool:
+        rfile = self.conn._rfile
+        pos, n = 0, len(expected)
+        while pos < n:
+            chunk = rfile.read1(min(1 << 20, n - pos))
+            if not chunk or chunk != expected[pos:pos + len(chunk)]:
+                return False
+            pos += len(chunk)
+        return True
+
+    def ends(self, seq: int) -> bool:
+        self.conn._next_seq_id = seq
+        packet = self.conn._read_packet()
+        if not packet.is_eof_packet():
+            return False
+        result = self.conn._result
+        if result is not None:
+            result.unbuffered_active = False
+        return True
+
+
 # Encoders only (Python value -> SQL literal), no decoders: result values stay raw bytes.
 RAW_CONV: dict[Any, Any] = (
     {k: v for k, v in MySQLdb.converters.conversions.items() if not isinstance(k, int)} if MySQLdb else {}

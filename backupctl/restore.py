@@ -501,6 +501,7 @@ def _restore_mysql(
     # which the parts' sha256 (checked before any write) and that comparison together prove.
     hash_parts = opts.verify and not verify_table
     range_results: list[bool] = []
+    ranges_compared = {"bytes": 0, "values": 0}  # how each part's key range was proven (docs/adr/0021)
     # The final COUNT(*) (a scan of the whole clustered index, ~1 s for 1M rows) starts as soon as every
     # part is committed, beside the last parts' key-range read-backs (local engine; else at the end).
     counter = ThreadPoolExecutor(1, thread_name_prefix="count") if range_check else None
@@ -538,6 +539,9 @@ def _restore_mysql(
             )
             results = engine.run(tasks, load_fn, TaskContext(progress=progress))
             range_results.extend(bool(r.get("range_verified")) for r in results)
+            for r in results:
+                if r.get("range_compared"):
+                    ranges_compared[r["range_compared"]] += 1
             got = sum(int(r["rows"]) for r in results)
             digest = combine_hex(r["digest"] for r in results) if results and hash_parts else m.content_digest
             if got != m.rows or digest != m.content_digest:
@@ -609,6 +613,7 @@ def _restore_mysql(
         "verification": verification,
         "verified_by": verified_by if verification == "table" else None,
         "load_method": load_method,
+        "ranges_compared": ranges_compared if range_check else None,
         "duration_s": round(time.monotonic() - started, 3),
         "engine": engine.name,
     }

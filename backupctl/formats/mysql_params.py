@@ -73,20 +73,23 @@ def _fixed(values: np.ndarray, valid: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.large_binary(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(data.tobytes())])
 
 
-def _lenenc_prefixes(lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
-    """The length-encoded integer before every value of ``lengths`` (empty for a NULL)."""
+def lenenc_prefixes(lengths: np.ndarray, valid: np.ndarray, null: int | None = None) -> pa.Array:
+    """The length-encoded integer before every value of ``lengths``; for a NULL nothing (binary
+    protocol: the NULL bitmap says it) or the one byte ``null`` (text protocol: 0xFB)."""
     n = len(lengths)
     lengths = lengths.astype(np.uint64)
     size = np.where(lengths < 251, 1, np.where(lengths < 1 << 16, 3, np.where(lengths < 1 << 24, 4, 9)))
-    size = np.where(valid, size, 0)
+    size = np.where(valid, size, 0 if null is None else 1)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(size, out=offsets[1:])
     out = np.zeros(int(offsets[-1]), dtype=np.uint8)
     start = offsets[:-1]
-    one = size == 1
+    one = (size == 1) & valid
     out[start[one]] = lengths[one].astype(np.uint8)
+    if null is not None:
+        out[start[~valid]] = null
     for marker, width in ((0xFC, 2), (0xFD, 3), (0xFE, 8)):
-        sel = size == width + 1
+        sel = (size == width + 1) & valid
         if sel.any():
             at, ln = start[sel], lengths[sel]
             out[at] = marker
@@ -100,7 +103,7 @@ def _lenenc(arr: pa.Array) -> list[pa.Array]:
     arr = arr.cast(pa.large_binary()) if not pa.types.is_large_binary(arr.type) else arr
     valid = np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
     lengths = pc.fill_null(pc.binary_length(arr), 0).to_numpy(zero_copy_only=False)
-    return [_lenenc_prefixes(lengths, valid), pc.fill_null(arr, b"")]
+    return [lenenc_prefixes(lengths, valid), pc.fill_null(arr, b"")]
 
 
 def column_values(arr: pa.Array, col: dict[str, Any]) -> list[pa.Array]:

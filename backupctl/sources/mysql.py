@@ -770,6 +770,14 @@ def run_digest_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | 
     return {"task_id": spec["task_id"], "sum": format(total % (1 << 256), "064x"), "rows": count}
 
 
+def read_back_sql(database: str, table: str, columns: list[dict[str, Any]], where: str,
+                  order_by: list[str] | None = None) -> str:
+    """``SELECT columns FROM table [WHERE where] [ORDER BY order_by]``, each column read exactly (``select_expr``)."""
+    exprs = ", ".join(select_expr(c, quote_ident(c["name"])) for c in columns)
+    return (f"SELECT {exprs} FROM {table_ref(database, table)}" + (f" WHERE {where}" if where else "")
+            + (f" ORDER BY {', '.join(quote_ident(k) for k in order_by)}" if order_by else ""))
+
+
 @contextlib.contextmanager
 def reading_back(settings: MySQLSettings, database: str, table: str, columns: list[dict[str, Any]], where: str,
                  params: list[Any], order_by: list[str] | None = None,
@@ -777,9 +785,7 @@ def reading_back(settings: MySQLSettings, database: str, table: str, columns: li
     """The record batches of ``SELECT columns FROM table [WHERE where] [ORDER BY order_by]`` on a connection
     of its own (mysqlclient), streamed; driver errors as one line. A reader may stop early: the cursor
     is closed before the connection."""
-    exprs = ", ".join(select_expr(c, quote_ident(c["name"])) for c in columns)
-    sql = (f"SELECT {exprs} FROM {table_ref(database, table)}" + (f" WHERE {where}" if where else "")
-           + (f" ORDER BY {', '.join(quote_ident(k) for k in order_by)}" if order_by else ""))
+    sql = read_back_sql(database, table, columns, where, order_by)
     conn = settings.connect_raw()
     fetched = fetch_batches(conn, sql, params, columns, ctx)
     try:

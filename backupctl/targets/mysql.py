@@ -32,6 +32,7 @@ from backupctl.engines.local import TaskContext
 from backupctl.errors import BackupctlError, Conflict, FormatError, Interrupted
 from backupctl.formats.dynamodb_json import Digest
 from backupctl.formats.mysql_params import MAX_PARAMS, ParamRows
+from backupctl.formats.mysql_rows import encodable, row_packets
 from backupctl.formats.parquet import (
     batches_equal,
     hash_sum,
@@ -51,6 +52,7 @@ from backupctl.mysql_conn import (
     ER_PARSE_ERROR,
     INFILE_NAME,
     MySQLSettings,
+    RawRows,
     error_code,
     load_data,
     quote_ident,
@@ -64,6 +66,9 @@ from backupctl.retry import RetryPolicy, policy_from_env
 from backupctl.sources.mysql import read_columns, table_ref
 
 MODES = ("new", "upsert", "replace", "truncate", "append")
+# A key range read back is first compared as the server's bytes (formats.mysql_rows); tests switch it off
+# to cover the value comparison alone.
+COMPARE_ROW_BYTES = True
 # How plain (non-upsert) loads send rows: prepared multi-row INSERTs over the binary protocol, or
 # LOAD DATA LOCAL INFILE (docs/adr/0021); "auto" is "insert".
 LOAD_METHODS = ("auto", "insert", "load-data")
@@ -387,7 +392,9 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
             on_loaded(spec["task_id"])
         result = _part_result(spec, state, hash_rows)
         if pk:
-            result["range_verified"] = bool(ends) and _range_matches(spec, settings, pk, ends, tmp)
+            how = _range_matches(spec, settings, pk, ends, tmp) if ends else None
+            result["range_verified"] = how is not None
+            result["range_compared"] = how
     return result
 
 
@@ -402,12 +409,15 @@ def _part_result(spec: TaskSpec, state: dict[str, int], hash_rows: bool) -> dict
 
 
 def _range_matches(spec: TaskSpec, settings: MySQLSettings, pk: list[str], ends: dict[str, list[Any]],
-                   part_file: IO[bytes]) -> bool:
-    """Whether the table's rows between the part's first and last key are exactly the part's rows.
+                   part_file: IO[bytes]) -> str | None:
+    """How the table's rows between the part's first and last key were proven exactly the part's rows
+    (``"bytes"``, ``"values"``), or None when they are not.
 
     The range is read back in key order and compared with the part (its sha256 already matched the
-    manifest's), value for value in Arrow (``batches_equal``): the part's own order is the key order
-    the snapshot read it in. Any difference, or any other row in the range, returns False.
+    manifest's): first the server's reply byte for byte with the row packets the part's values make
+    (``_range_bytes_match``, docs/adr/0021), else value for value in Arrow (``batches_equal``). The
+    part's own order is the key order the snapshot read it in. Any difference, or any other row in the
+    range, returns None.
     """
     from backupctl.sources.mysql import FETCH_ROWS, key_range_where, reading_back
 
@@ -418,10 +428,47 @@ def _range_matches(spec: TaskSpec, settings: MySQLSettings, pk: list[str], ends:
         return [sql_value(normalize(v, kinds[k]), kinds[k]) for k, v in zip(pk, values, strict=True)]
 
     where, args = key_range_where(pk, params(ends["first"]), params(ends["last"]))
+    if _range_bytes_match(spec, settings, pk, where, args, part_file):
+        return "bytes"
     part_file.seek(0)
     with reading_back(settings, spec["database"], spec["table"], columns, where, args, order_by=pk) as table_rows:
-        return batches_equal(iter_part_batches(part_file, columns, FETCH_ROWS, what=f"part {spec['part']['key']}"),
+        same = batches_equal(iter_part_batches(part_file, columns, FETCH_ROWS, what=f"part {spec['part']['key']}"),
                              table_rows)
+    return "values" if same else None
+
+
+def _range_bytes_match(spec: TaskSpec, settings: MySQLSettings, pk: list[str], where: str, args: list[Any],
+                       part_file: IO[bytes]) -> bool:
+    """Whether the server's reply to the range's SELECT is, byte for byte, the row packets of the part
+    (``formats.mysql_rows``) and ends there. False for any difference, error or column kind not encoded:
+    the caller then compares values."""
+    from backupctl.sources.mysql import read_back_sql
+
+    columns = spec["columns"]
+    if not COMPARE_ROW_BYTES or not encodable(columns):
+        return False
+    sql = read_back_sql(spec["database"], spec["table"], columns, where, pk)
+    try:
+        conn = settings.connect()
+    except BackupctlError:
+        return False
+    try:
+        rows = RawRows(conn)
+        seq = rows.query(sql, args)
+        part_file.seek(0)
+        for batch in iter_part_batches(part_file, columns, LOAD_ROWS, what=f"part {spec['part']['key']}"):
+            packets = row_packets(batch, columns, seq)
+            if packets is None or not rows.matches(packets[0]):
+                return False
+            seq = packets[1]
+        return rows.ends(seq)
+    except (pymysql.MySQLError, OSError):
+        return False
+    finally:
+        try:
+            conn.close()
+        except (pymysql.MySQLError, OSError):
+            pass
 
 
 def _load_batch(conn: Any, sql: str, batch: Any, columns: list[dict[str, Any]], what: str) -> None:

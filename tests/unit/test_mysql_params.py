@@ -9,7 +9,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from backupctl.formats.mysql_params import ParamRows, _lenenc_prefixes
+from backupctl.formats.mysql_params import ParamRows, lenenc_prefixes
 
 
 def lenenc(b: bytes) -> bytes:
@@ -80,6 +80,6 @@ def test_rows_are_each_types_own_bytes_and_nulls_are_bits() -> None:
 def test_length_prefixes_are_mysql_length_encoded_integers(n: int) -> None:
     import numpy as np
 
-    got = _lenenc_prefixes(np.array([n, 3], dtype=np.int64), np.array([True, True])).to_pylist()
+    got = lenenc_prefixes(np.array([n, 3], dtype=np.int64), np.array([True, True])).to_pylist()
     assert got == [lenenc(b"x" * n)[: len(lenenc(b"x" * n)) - n], b"\x03"]
-    assert _lenenc_prefixes(np.array([n], dtype=np.int64), np.array([False])).to_pylist() == [b""]
+    assert lenenc_prefixes(np.array([n], dtype=np.int64), np.array([False])).to_pylist() == [b""]
