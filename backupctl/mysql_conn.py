@@ -380,13 +380,18 @@ class RawRows:
 
     def ends(self, seq: int) -> bool:
         self.conn._next_seq_id = seq
-        packet = self.conn._read_packet()
-        if not packet.is_eof_packet():
-            return False
+        return bool(self.conn._read_packet().is_eof_packet())
+
+    def close(self) -> None:
+        """Close the connection, mid-result or not (pymysql would otherwise read the rest of the
+        result when it collects it, from a closed socket)."""
         result = self.conn._result
         if result is not None:
             result.unbuffered_active = False
-        return True
+        try:
+            self.conn.close()
+        except (pymysql.MySQLError, OSError):
+            pass
 
 
 # Encoders only (Python value -> SQL literal), no decoders: result values stay raw bytes.

@@ -452,8 +452,8 @@ def _range_bytes_match(spec: TaskSpec, settings: MySQLSettings, pk: list[str], w
         conn = settings.connect()
     except BackupctlError:
         return False
+    rows = RawRows(conn)
     try:
-        rows = RawRows(conn)
         seq = rows.query(sql, args)
         part_file.seek(0)
         for batch in iter_part_batches(part_file, columns, LOAD_ROWS, what=f"part {spec['part']['key']}"):
@@ -465,10 +465,7 @@ def _range_bytes_match(spec: TaskSpec, settings: MySQLSettings, pk: list[str], w
     except (pymysql.MySQLError, OSError):
         return False
     finally:
-        try:
-            conn.close()
-        except (pymysql.MySQLError, OSError):
-            pass
+        rows.close()
 
 
 def _load_batch(conn: Any, sql: str, batch: Any, columns: list[dict[str, Any]], what: str) -> None:
