@@ -26,6 +26,7 @@ import configparser
 import os
 import re
 import struct
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,7 +160,7 @@ class MySQLSettings:
 
         def attempt() -> pymysql.connections.Connection:
             try:
-                conn = pymysql.connect(
+                conn = SharedTLSConnection(
                     host=self.host.strip("[]"),
                     port=self.port,
                     user=self.user,
@@ -262,7 +263,31 @@ class _InMemoryLoadResult(pymysql.connections.MySQLResult):
         self._read_ok_packet(ok_packet)
 
 
-class LoadConnection(pymysql.connections.Connection):
+_PREFERRED_TLS: Any = None
+_PREFERRED_TLS_LOCK = threading.Lock()
+
+
+class SharedTLSConnection(pymysql.connections.Connection):
+    """A pymysql connection whose TLS context for PREFERRED mode (no SSL options: TLS when the server
+    offers it, certificates not verified) is made once per process.
+
+    PyMySQL 1.2 builds that context in every ``__init__`` — loading the system's CA bundle, which
+    CERT_NONE never reads — at ~17.5 ms of CPU a connection, before it knows whether the server
+    offers TLS (measured: 17.5 ms vs 0.3 ms with TLS disabled). A restore of 1M rows opens ~26.
+    Explicit SSL options still get a context of their own.
+    """
+
+    def _create_ssl_ctx(self, sslp: Any) -> Any:
+        global _PREFERRED_TLS
+        if sslp != {}:
+            return super()._create_ssl_ctx(sslp)
+        with _PREFERRED_TLS_LOCK:
+            if _PREFERRED_TLS is None:
+                _PREFERRED_TLS = super()._create_ssl_ctx({})
+            return _PREFERRED_TLS
+
+
+class LoadConnection(SharedTLSConnection):
     """A pymysql connection that can ``LOAD DATA LOCAL INFILE`` bytes held in memory (see ``load_data``)."""
 
     infile_data: bytes | None = None
