@@ -198,17 +198,22 @@ def test_every_type_round_trips_exactly(aws: AwsContext, cli, dbs, repo: str) ->
     c.close()
 
 
+def types_table_without(db: str, table: str, extra_rows: int, *dropped: str) -> None:
+    """The every-type table without some of its columns."""
+    create_types_table(db, table, extra_rows=extra_rows)
+    c = connect(db)
+    with c.cursor() as cur:
+        cur.execute(f"ALTER TABLE {q(table)} " + ", ".join(f"DROP COLUMN {q(col)}" for col in dropped))
+    c.close()
+
+
 def test_every_type_in_utf8_columns_loads_as_binary_text(aws: AwsContext, cli, dbs, repo: str) -> None:  # type: ignore[no-untyped-def]
     """Without the latin1 and JSON columns every text column is UTF-8, so LOAD DATA declares CHARACTER SET binary
     (``formats.parquet.load_charset``): ENUM, SET, BIT, TIME, DECIMAL, binary and 4-byte text still round-trip."""
     from backupctl.formats.parquet import load_charset
 
     src, dst = dbs
-    create_types_table(src, "utf8only", extra_rows=30)
-    c = connect(src)
-    with c.cursor() as cur:
-        cur.execute("ALTER TABLE utf8only DROP COLUMN js, DROP COLUMN lat")
-    c.close()
+    types_table_without(src, "utf8only", 30, "js", "lat")
     snap = snapshot(cli, src, "utf8only", repo, "--chunk-rows", "10")
     r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--region", DST, "--repo", repo, "--json",
             "--load-method", "load-data")
@@ -236,11 +241,7 @@ def test_key_ranges_are_compared_as_the_servers_bytes(aws: AwsContext, cli, dbs,
     from backupctl.targets import mysql as mysql_target
 
     src, dst = dbs
-    create_types_table(src, "nobit", extra_rows=60)
-    c = connect(src)
-    with c.cursor() as cur:
-        cur.execute("ALTER TABLE nobit DROP COLUMN b1, DROP COLUMN b64, DROP COLUMN b10")
-    c.close()
+    types_table_without(src, "nobit", 60, "b1", "b64", "b10")
     snap = snapshot(cli, src, "nobit", repo, "--chunk-rows", "16")
     r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--region", DST, "--repo", repo, "--json")
     assert r.code == 0, r.err
