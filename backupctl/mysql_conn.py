@@ -75,6 +75,7 @@ ER_PARSE_ERROR = 1064
 ER_BAD_NAMES = (1059, 1102, 1103)
 CR_CONN_HOST_ERROR = 2003
 CR_UNKNOWN_HOST = 2005
+CR_CONNECTION_GONE = (2006, 2013)  # server has gone away, lost during query
 
 
 def quote_ident(name: str) -> str:
@@ -356,7 +357,7 @@ def stmt_execute(conn: LoadConnection, payloads: list[bytes]) -> tuple[int, int]
             rows += int(conn._read_query_result() or 0)
             warnings += int(getattr(conn._result, "warning_count", 0) or 0)
         except pymysql.err.OperationalError as e:
-            if e.args and e.args[0] in (2013, 2006):  # the connection is gone: no more replies
+            if e.args and e.args[0] in CR_CONNECTION_GONE:  # no more replies will come
                 raise
             first = first or e
         except pymysql.MySQLError as e:

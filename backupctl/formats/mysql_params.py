@@ -98,12 +98,23 @@ def lenenc_prefixes(lengths: np.ndarray, valid: np.ndarray, null: int | None = N
     return pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(out.tobytes())])
 
 
-def _lenenc(arr: pa.Array) -> list[pa.Array]:
-    """A text or binary column as [length prefixes, bytes] (both empty for a NULL)."""
+def lenenc_values(arr: pa.Array, null: int | None = None) -> list[pa.Array]:
+    """A text or binary column as [length prefixes, bytes]: a NULL is nothing, or the byte ``null`` and
+    no bytes (see ``lenenc_prefixes``). Both protocols' string encoding."""
     arr = arr.cast(pa.large_binary()) if not pa.types.is_large_binary(arr.type) else arr
     valid = np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
     lengths = pc.fill_null(pc.binary_length(arr), 0).to_numpy(zero_copy_only=False)
-    return [lenenc_prefixes(lengths, valid), pc.fill_null(arr, b"")]
+    return [lenenc_prefixes(lengths, valid, null), pc.fill_null(arr, b"")]
+
+
+def join_rows(pieces: list[pa.Array]) -> pa.Array:
+    """Per-row concatenation of equal-length large_binary arrays."""
+    return pc.binary_join_element_wise(*pieces, pa.scalar(b"", pa.large_binary())) if len(pieces) > 1 else pieces[0]
+
+
+def row_offsets(rows: pa.Array) -> np.ndarray:
+    """The int64 offsets of a large_binary array's values in its data buffer (``len(rows) + 1`` of them)."""
+    return np.frombuffer(rows.buffers()[1], dtype=np.int64)[rows.offset:rows.offset + len(rows) + 1]
 
 
 def column_values(arr: pa.Array, col: dict[str, Any]) -> list[pa.Array]:
@@ -118,8 +129,8 @@ def column_values(arr: pa.Array, col: dict[str, Any]) -> list[pa.Array]:
         values = pc.cast(filled, pa.from_numpy_dtype(np_type)).to_numpy(zero_copy_only=False)
         return [_fixed(values, valid)]
     if typ == TYPE_BLOB:
-        return _lenenc(arr)
-    return _lenenc(load_texts(arr, col))
+        return lenenc_values(arr)
+    return lenenc_values(load_texts(arr, col))
 
 
 class ParamRows:
@@ -132,9 +143,8 @@ class ParamRows:
         pieces: list[pa.Array] = []
         for i, col in enumerate(columns):
             pieces += column_values(batch.column(i), col)
-        rows = pc.binary_join_element_wise(*pieces, pa.scalar(b"", pa.large_binary())) if len(pieces) > 1 else pieces[0]
-        self._data = rows.buffers()[2]
-        self._offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64)[rows.offset:rows.offset + len(rows) + 1]
+        rows = join_rows(pieces)
+        self._data, self._offsets = rows.buffers()[2], row_offsets(rows)
         nulls = [np.asarray(pc.is_null(batch.column(i)).to_numpy(zero_copy_only=False), dtype=bool)
                  for i in range(self.ncols)]
         self._nulls = np.stack(nulls, axis=1) if nulls else np.zeros((self.num_rows, 0), dtype=bool)

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from backupctl.formats.mysql_params import lenenc_prefixes
+from backupctl.formats.mysql_params import join_rows, lenenc_values, row_offsets
 from backupctl.formats.parquet import _plain_decimal
 
 STREAM_KINDS = {"int", "uint", "year", "decimal", "float32", "float64", "date", "datetime", "timestamp", "time",
@@ -111,22 +111,15 @@ def row_packets(batch: pa.RecordBatch, columns: Sequence[dict[str, Any]], seq: i
         return b"", seq
     pieces: list[pa.Array] = []
     for i, col in enumerate(columns):
-        text = server_texts(batch.column(i), col)
-        valid = np.asarray(pc.is_valid(text).to_numpy(zero_copy_only=False), dtype=bool)
-        lengths = pc.fill_null(pc.binary_length(text), 0).to_numpy(zero_copy_only=False)
-        pieces += [lenenc_prefixes(lengths, valid, NULL), pc.fill_null(text, b"")]
-    empty = pa.scalar(b"", pa.large_binary())
-    payload = pc.binary_join_element_wise(*pieces, empty)
-    size = pc.binary_length(payload).to_numpy(zero_copy_only=False).astype(np.int64)
+        pieces += lenenc_values(server_texts(batch.column(i), col), NULL)
+    payload = join_rows(pieces)
+    size = np.diff(row_offsets(payload))
     if size.max() >= MAX_PAYLOAD:
         return None
     head = np.empty((n, 4), dtype=np.uint8)
     head[:, 0], head[:, 1], head[:, 2] = size & 0xFF, (size >> 8) & 0xFF, (size >> 16) & 0xFF
     head[:, 3] = (seq + np.arange(n)) % 256
     heads = pa.Array.from_buffers(pa.binary(4), n, [None, pa.py_buffer(head.tobytes())]).cast(pa.large_binary())
-    packets = pc.binary_join_element_wise(heads, payload, empty)
-    offsets = np.frombuffer(packets.buffers()[1], dtype=np.int64)[packets.offset:packets.offset + n + 1]
-    data = packets.buffers()[2]
-    # bytes, not a view of Arrow's buffer: a memoryview compares element by element (and Arrow exports
-    # signed chars, unequal to bytes >= 0x80); bytes compare with memcmp
+    packets = join_rows([heads, payload])
+    data, offsets = packets.buffers()[2], row_offsets(packets)
     return bytes(memoryview(data)[int(offsets[0]):int(offsets[-1])]), (seq + n) % 256

@@ -24,7 +24,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import pymysql
 
@@ -94,7 +94,7 @@ def mysql_load_workers(reading_back: bool = False) -> int:
 
 INSERT_ROWS = 5_000  # rows handed to one executemany (split further to fit max_allowed_packet)
 COMMIT_ROWS = 50_000
-LOAD_ROWS = 25_000  # rows per LOAD DATA statement (one transaction each)
+LOAD_ROWS = 25_000  # rows per batch of a plain load: one LOAD DATA, or pipelined INSERTs (one transaction each)
 MAX_STATEMENT_BYTES = 8 << 20
 # Bytes of values per prepared INSERT: on the 1M-row bench table (~220 bytes a row) 250-1000 rows a
 # statement cost the server 2.6-3.0 CPU-s against 4.6-4.7 with 5,000 (docs/adr/0021).
@@ -309,10 +309,7 @@ def _insert_batch(inserter: PreparedInsert, sql: str, batch: Any, columns: list[
         _load_batch(conn, sql, batch.slice(sent), columns, what)
         return
     if warnings or rows != batch.num_rows:
-        shown = run_sql(conn, "SHOW WARNINGS LIMIT 3", ())
-        conn.rollback()
-        detail = "; ".join(f"{w[1]}: {w[2]}" for w in shown) or f"{rows} of {batch.num_rows} rows inserted"
-        raise FormatError(f"{what}: the server did not take every value as it is ({detail})")
+        _refuse(conn, rows, batch.num_rows, what, "inserted")
 
 
 def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None,
@@ -472,12 +469,18 @@ def _load_batch(conn: Any, sql: str, batch: Any, columns: list[dict[str, Any]], 
     """One LOAD DATA of a batch; any warning (LOCAL turns errors into warnings) rolls back and fails."""
     rows, warnings = load_data(conn, sql, load_csv(batch, columns))
     if warnings or rows != batch.num_rows:
-        shown = run_sql(conn, "SHOW WARNINGS LIMIT 3", ())
-        conn.rollback()
-        if any(int(w[1]) == ER_DUP_ENTRY for w in shown):
-            raise Conflict(f"{what}: " + "; ".join(str(w[2]) for w in shown))
-        detail = "; ".join(f"{w[1]}: {w[2]}" for w in shown) or f"{rows} of {batch.num_rows} rows loaded"
-        raise FormatError(f"{what}: the server did not take every value as it is ({detail})")
+        _refuse(conn, rows, batch.num_rows, what, "loaded")
+
+
+def _refuse(conn: Any, rows: int, expected: int, what: str, verb: str) -> NoReturn:
+    """A batch the server took with warnings or short: its first warnings, rolled back, one error (a
+    duplicate key is a Conflict: LOAD DATA LOCAL reports it as a warning)."""
+    shown = run_sql(conn, "SHOW WARNINGS LIMIT 3", ())
+    conn.rollback()
+    if any(int(w[1]) == ER_DUP_ENTRY for w in shown):
+        raise Conflict(f"{what}: " + "; ".join(str(w[2]) for w in shown))
+    detail = "; ".join(f"{w[1]}: {w[2]}" for w in shown) or f"{rows} of {expected} rows {verb}"
+    raise FormatError(f"{what}: the server did not take every value as it is ({detail})")
 
 
 def _run_upsert_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
