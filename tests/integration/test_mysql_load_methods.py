@@ -193,3 +193,48 @@ def test_connections_share_one_preferred_tls_context(dbs: tuple[str, str]) -> No
         b.close()
     own = SharedTLSConnection.__new__(SharedTLSConnection)._create_ssl_ctx({"verify_mode": "required"})
     assert own is not a.ctx and own.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_prepared_inserts_declare_utf8_text_binary(dbs: tuple[str, str]) -> None:
+    """Every text column UTF-8: string parameters are sent as binary (no conversion on the server), yet
+    4-byte UTF-8 and non-ASCII ENUM values land as they are and invalid UTF-8 is still refused (1366,
+    nothing committed). A latin1 column keeps utf8mb4, which the server converts from."""
+    import pymysql
+
+    db, _ = dbs
+    c = connect(db)
+    with c.cursor() as cur:
+        cur.execute("CREATE TABLE `tä` (id INT PRIMARY KEY, `café` VARCHAR(10), e ENUM('é', 'b')) CHARSET=utf8mb4")
+        cur.execute("CREATE TABLE lat (id INT PRIMARY KEY, `café` VARCHAR(10) CHARACTER SET latin1)")
+    utf8, lat = read_columns(c, db, "tä"), read_columns(c, db, "lat")
+    c.close()
+
+    def load(table: str, columns: list[dict[str, Any]], arrays: list[pa.Array]) -> tuple[str, Any]:
+        """(the connection's character_set_client, what insert returned or the error it raised)"""
+        batch = pa.record_batch(arrays, schema=arrow_schema(columns))
+        conn = settings(db).connect_load()
+        try:
+            mysql_target.session_setup(conn)
+            conn.autocommit(False)
+            ins = mysql_target.PreparedInsert(conn, db, table, columns)
+            with conn.cursor() as cur:
+                cur.execute("SELECT @@character_set_client")
+                charset = cur.fetchone()[0]
+            try:
+                done: Any = ins.insert(batch)
+                conn.commit()
+            except pymysql.MySQLError as e:
+                conn.rollback()
+                done = e.args[0]
+            return charset, done
+        finally:
+            conn.close()
+
+    ids = pa.array([1, 2], pa.int32())
+    assert load("tä", utf8, [ids, pa.array(["é😀", "ÄÖÜ 𠜎"]), pa.array(["é", "b"])]) == ("binary", (2, 0, 2))
+    assert rows_of(db, "tä") == [(1, "é😀", "é"), (2, "ÄÖÜ 𠜎", "b")]
+    invalid = pa.array([b"fine", b"ok\xff"], pa.binary()).view(pa.string())  # not UTF-8, never validated
+    assert load("tä", utf8, [pa.array([3, 4], pa.int32()), invalid, pa.array(["b", "b"])]) == ("binary", 1366)
+    assert len(rows_of(db, "tä")) == 2
+    assert load("lat", lat, [ids, pa.array(["é", "ü"])]) == ("utf8mb4", (2, 0, 2))
+    assert rows_of(db, "lat") == [(1, "é"), (2, "ü")]
