@@ -489,10 +489,10 @@ def _restore_mysql(
     range_check = (verify_table and not opts.only_increment and len(chain) == 1 and chain[0].manifest.mode == "full"
                    and bool(range_pk) and all(c["kind"] in mysql_source.RANGE_KEY_KINDS for c in key_cols))
     load_method = "insert" if opts.load_method == "auto" else opts.load_method
-    # While key ranges are read back as parts load, one loader at a time runs its INSERTs on the server
-    # (others encode meanwhile): the other core reads back. LOAD DATA gets that from the table's
-    # AUTO-INC lock (docs/adr/0021).
-    send_gate = threading.Lock() if range_check and load_method == "insert" else None
+    # While key ranges are read back as parts load, INSERT batches and read-backs share one place on the
+    # server per core (the extra loader encodes meanwhile). LOAD DATA takes turns on the table's
+    # AUTO-INC lock instead (docs/adr/0021).
+    send_gate = mysql_target.server_gate() if range_check and load_method == "insert" else None
     workers = opts.workers if opts.workers is not None else mysql_target.mysql_load_workers(range_check)
     engine = local_or_processes(engine_name, workers, processes, parts)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import IO, Any, NoReturn
@@ -87,10 +88,25 @@ def mysql_load_workers(reading_back: bool = False) -> int:
     blocks (medians 6.55 -> 6.36 s, 6.84 -> 6.66 s, 6.80 -> 6.35 s, 6.57 -> 6.22 s) and 0.11 s slower
     in one (6.44 vs 6.55 s), at ~70 MiB more peak RSS; 4 loaders were slower than 3. Without the read-back
     2 loaders stay best (4.83/4.92 s vs 5.02/5.05 s with 3). Prepared INSERTs (docs/adr/0021) keep the
-    shape: with read-backs a gate lets one loader's statements run on the server at a time (2 loaders
-    5.53/5.57 s, 3 loaders 5.08-5.84 s, medians of five 5.68 s); without them 2 loaders run side by side.
+    shape: with read-backs the loads and read-backs share ``server_gate``'s places (one per core), one
+    loader encoding meanwhile; without them 2 loaders run side by side.
     """
     return max(2, os.cpu_count() or 2) + (1 if reading_back else 0)
+
+
+def server_gate() -> threading.BoundedSemaphore:
+    """The places on the server a verified restore's loaders share while key ranges are read back as
+    parts load: one per CPU core (at least 2). A batch's INSERT statements hold one from the first
+    statement sent to the last reply (not while the next batch is encoded), a part's key-range
+    read-back holds one while it reads; with one loader more than places, one always encodes.
+
+    Measured on 2 cores, 1M-row bench table, same snapshot, interleaved (docs/adr/0021 §5): one place
+    for loads only (read-backs ungated) vs two shared with the read-backs, 16.2-16.5 s vs 14.7-15.5 s
+    on a VM whose server spends ~13 CPU-s on the loads (its one place was the critical path); on a
+    VM with a third of that server cost the two were even within noise, and three loaders without any
+    gate were slower than either (6.2-6.6 s vs 5.7-5.9 s).
+    """
+    return threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
 
 
 INSERT_ROWS = 5_000  # rows handed to one executemany (split further to fit max_allowed_packet)
@@ -258,8 +274,8 @@ class PreparedInsert:
     ``INSERT_STATEMENT_BYTES`` of values and ``MAX_PARAMS`` placeholders; a statement is prepared
     once per row count (the server frees them with the connection). A row too long for one packet
     (``max_allowed_packet``) goes, with the rest of its batch, by LOAD DATA in the same transaction.
-    ``gate`` (shared by a restore's loaders): held while a batch's statements run on the server, not
-    while it is encoded.
+    ``gate`` (shared by a restore's loaders, ``server_gate``): held while a batch's statements run on
+    the server, not while it is encoded.
 
     When every text column stores UTF-8 as it is (``formats.parquet.load_charset``, the rule of LOAD
     DATA's ``CHARACTER SET binary``), the connection's ``character_set_client`` is ``binary``: the
@@ -330,7 +346,8 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
     Plain inserts stream the part's Arrow batches as ``LOAD DATA LOCAL``
     text (one statement and commit per ``LOAD_ROWS`` rows); upserts use
     multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``. ``on_loaded(task_id)`` runs once every row of
-    the part is committed, before its key range is read back. ``send_gate``: see ``PreparedInsert``.
+    the part is committed, before its key range is read back. ``send_gate``: see ``PreparedInsert``
+    and ``server_gate``; the key-range read-back holds it too.
     """
     if spec.get("upsert"):
         return _run_upsert_task(spec, ctx, settings)
@@ -399,7 +416,8 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
             on_loaded(spec["task_id"])
         result = _part_result(spec, state, hash_rows)
         if pk:
-            how = _range_matches(spec, settings, pk, ends, tmp) if ends else None
+            with send_gate or nullcontext():  # a read-back takes a place on the server as loads do
+                how = _range_matches(spec, settings, pk, ends, tmp) if ends else None
             result["range_verified"] = how is not None
             result["range_compared"] = how
     return result

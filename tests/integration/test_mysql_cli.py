@@ -207,20 +207,23 @@ def types_table_without(db: str, table: str, extra_rows: int, *dropped: str) -> 
     c.close()
 
 
-def test_every_type_in_utf8_columns_loads_as_binary_text(aws: AwsContext, cli, dbs, repo: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("method", ["load-data", "insert"])
+def test_every_type_in_utf8_columns_loads_as_binary_text(aws: AwsContext, cli, dbs, repo: str,  # type: ignore[no-untyped-def]
+                                                         method: str) -> None:
     """Without the latin1 and JSON columns every text column is UTF-8, so LOAD DATA declares CHARACTER SET binary
-    (``formats.parquet.load_charset``): ENUM, SET, BIT, TIME, DECIMAL, binary and 4-byte text still round-trip."""
+    and prepared INSERTs run with character_set_client binary (``formats.parquet.load_charset``): ENUM, SET,
+    BIT, TIME, DECIMAL, binary and 4-byte text still round-trip."""
     from backupctl.formats.parquet import load_charset
 
     src, dst = dbs
     types_table_without(src, "utf8only", 30, "js", "lat")
     snap = snapshot(cli, src, "utf8only", repo, "--chunk-rows", "10")
     r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--region", DST, "--repo", repo, "--json",
-            "--load-method", "load-data")
+            "--load-method", method)
     assert r.code == 0, r.err
     res = one_json(r.out)
     assert res["rows"] == 34 and res["digest"] == snap["digest"] and res["verified_by"] == "part key ranges"
-    assert res["load_method"] == "load-data"
+    assert res["load_method"] == method
     assert typed(fetch(dst, "utf8only")) == typed(fetch(src, "utf8only"))
     assert show_create(dst, "utf8only") == show_create(src, "utf8only")
     conn = connect(src)
@@ -675,3 +678,52 @@ def test_rows_are_counted_once_every_part_is_in_and_an_intruder_fails_verificati
         restore_mysql(aws, MySQLRestoreOptions(snapshot_id=snap["snapshot_id"], target_uri=uri(dst), region=DST,
                                                repo_uri=repo, table="intruded"))
     assert at_count == [104, 104]
+
+
+def test_loads_and_key_range_read_backs_share_the_servers_places(  # type: ignore[no-untyped-def]
+        aws: AwsContext, cli, dbs, repo: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A verified restore by INSERTs: every batch's statements and every part's key-range read-back hold
+    one of ``server_gate``'s places, and never more run at once than it has (docs/adr/0021 §5)."""
+    import threading
+
+    from backupctl.restore import MySQLRestoreOptions, restore_mysql
+    from backupctl.targets import mysql as mysql_target
+
+    src, dst = dbs
+    create_types_table(src, "types", extra_rows=100)
+    snap = snapshot(cli, src, "types", repo, "--chunk-rows", "20")
+
+    class Places:  # a two-place gate that records who holds it
+        def __init__(self) -> None:
+            self.sem, self.lock = threading.BoundedSemaphore(2), threading.Lock()
+            self.holders: list[int] = []
+            self.most = self.entries = 0
+
+        def __enter__(self) -> None:
+            self.sem.acquire()
+            with self.lock:
+                self.holders.append(threading.get_ident())
+                self.most, self.entries = max(self.most, len(self.holders)), self.entries + 1
+
+        def __exit__(self, *exc: object) -> None:
+            with self.lock:
+                self.holders.remove(threading.get_ident())
+            self.sem.release()
+
+    places = Places()
+    monkeypatch.setattr(mysql_target, "server_gate", lambda: places)
+    real = mysql_target._range_matches
+    read_back_holds: list[bool] = []
+
+    def range_matches(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with places.lock:
+            read_back_holds.append(threading.get_ident() in places.holders)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mysql_target, "_range_matches", range_matches)
+    res = restore_mysql(aws, MySQLRestoreOptions(snapshot_id=snap["snapshot_id"], target_uri=uri(dst), region=DST,
+                                                 repo_uri=repo, table="placed"))
+    assert (res["verified_by"], res["load_method"], res["digest"]) == ("part key ranges", "insert", snap["digest"])
+    assert res["parts"] == snap["parts"] > 2
+    assert read_back_holds == [True] * snap["parts"]
+    assert places.entries == 2 * snap["parts"] and places.most <= 2  # one batch a part, one read-back a part
