@@ -153,6 +153,32 @@ def test_float_canonical_is_repr_for_any_double() -> None:
     assert got32[0] == "0.10000000149011612"
 
 
+def test_base64_texts_are_binascii_for_any_bytes() -> None:
+    """The vectorised base64 of binary values is ``b2a_base64(v, newline=False)`` for every length
+    (0 to 40: each remainder of 3), random bytes, NULLs, a sliced array and a chunked one."""
+    import binascii
+    import random
+
+    from backupctl.formats.parquet import base64_texts, canonical_texts
+
+    rng = random.Random(11)
+    vals: list[bytes | None] = [bytes(rng.getrandbits(8) for _ in range(n)) for n in range(41) for _ in range(3)]
+    vals += [None, b"", b"\x00", b"\xff\xff", None, bytes(range(256)) * 3]
+    rng.shuffle(vals)
+
+    def want(vs: list[bytes | None]) -> list[str | None]:
+        return [None if v is None else binascii.b2a_base64(v, newline=False).decode() for v in vs]
+
+    arr = pa.array(vals, pa.binary())
+    got = base64_texts(arr)
+    assert got.type == pa.string() and got.to_pylist() == want(vals)
+    assert base64_texts(arr.slice(7, 50)).to_pylist() == want(vals[7:57])
+    assert base64_texts(pa.chunked_array([arr.slice(0, 5), arr.slice(5)])).to_pylist() == want(vals)
+    assert base64_texts(pa.array([], pa.binary())).to_pylist() == []
+    assert base64_texts(pa.array([None, None], pa.binary())).to_pylist() == [None, None]
+    assert canonical_texts(arr, {"kind": "binary", "name": "b"}).to_pylist() == want(vals)
+
+
 def test_hash_sum_and_hashes_array_are_exact() -> None:
     import random
 
