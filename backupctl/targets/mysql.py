@@ -23,9 +23,9 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from typing import IO, Any, NoReturn
+from typing import Any, NoReturn
 
 import pymysql
 
@@ -109,6 +109,9 @@ def server_gate() -> threading.BoundedSemaphore:
     return threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
 
 
+# A part's decoded batches are kept, up to this many bytes, for its key-range comparison after the load
+# (a second decode of a bench part cost ~0.4 CPU-s per 1M rows); a larger part is read again.
+KEEP_DECODED_BYTES = 64 << 20
 INSERT_ROWS = 5_000  # rows handed to one executemany (split further to fit max_allowed_packet)
 COMMIT_ROWS = 50_000
 LOAD_ROWS = 25_000  # rows per batch of a plain load: one LOAD DATA, or pipelined INSERTs (one transaction each)
@@ -362,13 +365,23 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
     key_pos = [[c["name"] for c in columns].index(k) for k in pk]
     ends: dict[str, list[Any]] = {}
     what = f"loading part {part['key']} into {spec['database']}.{spec['table']}"
+    # the batches the last attempt decoded, kept for the key-range comparison (None: read the part again)
+    kept: dict[str, Any] = {"batches": None, "bytes": 0}
 
     with tempfile.TemporaryFile(prefix="backupctl-load-") as tmp:
         sha = store.download_to(spec["snapshot_prefix"] + part["key"], tmp)
         if sha != part["sha256"]:
             raise FormatError(f"part {part['key']} is corrupt: sha256 {sha} != manifest {part['sha256']}")
 
+        def part_batches(rows: int) -> Iterator[Any]:
+            """The part's batches (``rows`` each when read again) for its key-range comparison."""
+            if kept["batches"] is not None:
+                return iter(kept["batches"])
+            tmp.seek(0)
+            return iter_part_batches(tmp, columns, rows, what=f"part {part['key']}")
+
         def attempt() -> None:
+            kept["batches"], kept["bytes"] = ([] if pk else None), 0
             conn = settings.connect_load()
             inserter = None
             try:
@@ -382,6 +395,12 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
                     if ctx.stopped:
                         raise Interrupted("stopped")
                     n = batch.num_rows
+                    if kept["batches"] is not None:
+                        kept["bytes"] += batch.nbytes
+                        if kept["bytes"] <= KEEP_DECODED_BYTES:
+                            kept["batches"].append(batch)
+                        else:
+                            kept["batches"] = None
                     if key_pos and n:
                         if pos == 0:
                             ends["first"] = [batch.column(i)[0].as_py() for i in key_pos]
@@ -417,7 +436,7 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
         result = _part_result(spec, state, hash_rows)
         if pk:
             with send_gate or nullcontext():  # a read-back takes a place on the server as loads do
-                how = _range_matches(spec, settings, pk, ends, tmp) if ends else None
+                how = _range_matches(spec, settings, pk, ends, part_batches) if ends else None
             result["range_verified"] = how is not None
             result["range_compared"] = how
     return result
@@ -434,7 +453,7 @@ def _part_result(spec: TaskSpec, state: dict[str, int], hash_rows: bool) -> dict
 
 
 def _range_matches(spec: TaskSpec, settings: MySQLSettings, pk: list[str], ends: dict[str, list[Any]],
-                   part_file: IO[bytes]) -> str | None:
+                   part_batches: Callable[[int], Iterator[Any]]) -> str | None:
     """How the table's rows between the part's first and last key were proven exactly the part's rows
     (``"bytes"``, ``"values"``), or None when they are not.
 
@@ -442,7 +461,8 @@ def _range_matches(spec: TaskSpec, settings: MySQLSettings, pk: list[str], ends:
     manifest's): first the server's reply byte for byte with the row packets the part's values make
     (``_range_bytes_match``, docs/adr/0021), else value for value in Arrow (``batches_equal``). The
     part's own order is the key order the snapshot read it in. Any difference, or any other row in the
-    range, returns None.
+    range, returns None. ``part_batches(rows)`` gives the part's batches: those the load decoded when
+    kept (``KEEP_DECODED_BYTES``), else read again ``rows`` at a time.
     """
     from backupctl.sources.mysql import FETCH_ROWS, key_range_where, reading_back
 
@@ -453,17 +473,15 @@ def _range_matches(spec: TaskSpec, settings: MySQLSettings, pk: list[str], ends:
         return [sql_value(normalize(v, kinds[k]), kinds[k]) for k, v in zip(pk, values, strict=True)]
 
     where, args = key_range_where(pk, params(ends["first"]), params(ends["last"]))
-    if _range_bytes_match(spec, settings, pk, where, args, part_file):
+    if _range_bytes_match(spec, settings, pk, where, args, part_batches):
         return "bytes"
-    part_file.seek(0)
     with reading_back(settings, spec["database"], spec["table"], columns, where, args, order_by=pk) as table_rows:
-        same = batches_equal(iter_part_batches(part_file, columns, FETCH_ROWS, what=f"part {spec['part']['key']}"),
-                             table_rows)
+        same = batches_equal(part_batches(FETCH_ROWS), table_rows)
     return "values" if same else None
 
 
 def _range_bytes_match(spec: TaskSpec, settings: MySQLSettings, pk: list[str], where: str, args: list[Any],
-                       part_file: IO[bytes]) -> bool:
+                       part_batches: Callable[[int], Iterator[Any]]) -> bool:
     """Whether the server's reply to the range's SELECT is, byte for byte, the row packets of the part
     (``formats.mysql_rows``) and ends there. False for any difference, error or column kind not encoded:
     the caller then compares values."""
@@ -480,8 +498,7 @@ def _range_bytes_match(spec: TaskSpec, settings: MySQLSettings, pk: list[str], w
     rows = RawRows(conn)
     try:
         seq = rows.query(sql, args)
-        part_file.seek(0)
-        for batch in iter_part_batches(part_file, columns, LOAD_ROWS, what=f"part {spec['part']['key']}"):
+        for batch in part_batches(LOAD_ROWS):
             packets = row_packets(batch, columns, seq)
             if packets is None or not rows.matches(packets[0]):
                 return False

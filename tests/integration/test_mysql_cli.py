@@ -727,3 +727,35 @@ def test_loads_and_key_range_read_backs_share_the_servers_places(  # type: ignor
     assert res["parts"] == snap["parts"] > 2
     assert read_back_holds == [True] * snap["parts"]
     assert places.entries == 2 * snap["parts"] and places.most <= 2  # one batch a part, one read-back a part
+
+
+@pytest.mark.parametrize("keep_bytes", [64 << 20, 0])
+def test_key_ranges_are_compared_with_the_batches_the_load_decoded(  # type: ignore[no-untyped-def]
+        aws: AwsContext, cli, dbs, repo: str, monkeypatch: pytest.MonkeyPatch, keep_bytes: int) -> None:
+    """A part small enough (``KEEP_DECODED_BYTES``) is decoded once: its key range is compared with the
+    batches its load decoded; a larger one is read again for the comparison. Both prove every range,
+    by bytes and (BIT column) by values."""
+    from backupctl.restore import MySQLRestoreOptions, restore_mysql
+    from backupctl.targets import mysql as mysql_target
+
+    src, dst = dbs
+    create_types_table(src, "types", extra_rows=100)
+    types_table_without(src, "nobit", 100, "b1", "b64", "b10")
+    monkeypatch.setattr(mysql_target, "KEEP_DECODED_BYTES", keep_bytes)
+    real = mysql_target.iter_part_batches
+    decoded: list[str] = []
+
+    def counting(f, columns, rows=5_000, what="part"):  # type: ignore[no-untyped-def]
+        decoded.append(what)
+        return real(f, columns, rows, what)
+
+    monkeypatch.setattr(mysql_target, "iter_part_batches", counting)
+    for table, compared in (("types", "values"), ("nobit", "bytes")):
+        snap = snapshot(cli, src, table, repo, "--chunk-rows", "40")
+        decoded.clear()
+        res = restore_mysql(aws, MySQLRestoreOptions(snapshot_id=snap["snapshot_id"], target_uri=uri(dst),
+                                                     region=DST, repo_uri=repo, table=f"{table}_{keep_bytes}"))
+        assert (res["verified_by"], res["digest"]) == ("part key ranges", snap["digest"])
+        assert res["ranges_compared"] == {"bytes": 0, "values": 0, compared: snap["parts"]}
+        assert len(decoded) == snap["parts"] * (1 if keep_bytes else 2)  # the load's decode, and again if not kept
+        assert typed(fetch(dst, f"{table}_{keep_bytes}")) == typed(fetch(src, table))
