@@ -43,7 +43,15 @@ try:  # mysqlclient: the C driver, for the bulk reads of snapshots and verificat
 except ImportError:  # pragma: no cover - a dependency; without it bulk reads fall back to pymysql
     MySQLdb = None
 
-from backupctl.errors import AuthError, BackupctlError, Conflict, DataPathError, InvalidInput, NotFound
+from backupctl.errors import (
+    AuthError,
+    BackupctlError,
+    Conflict,
+    DataPathError,
+    FormatError,
+    InvalidInput,
+    NotFound,
+)
 from backupctl.passwords import SecretRef
 from backupctl.passwords import resolve_password as _resolve
 from backupctl.retry import RetryPolicy
@@ -73,6 +81,11 @@ ER_LOCAL_INFILE_DISABLED = (1148, 3948, 4166)
 ER_PARSE_ERROR = 1064
 # Names the server refuses: too long (1059), not a valid database (1102) or table (1103) name.
 ER_BAD_NAMES = (1059, 1102, 1103)
+# A value the server refuses to store as it is, raised by a strict-mode INSERT (LOAD DATA LOCAL reports
+# the same as warnings): NULL into NOT NULL (1048), out of range (1264), truncated (1265), incorrect
+# date/time (1292), incorrect string value (1366), too long (1406), CHECK constraint (MySQL 3819,
+# MariaDB 4025).
+ER_VALUE_REFUSED = (1048, 1264, 1265, 1292, 1366, 1406, 3819, 4025)
 CR_CONN_HOST_ERROR = 2003
 CR_UNKNOWN_HOST = 2005
 CR_CONNECTION_GONE = (2006, 2013)  # server has gone away, lost during query
@@ -593,6 +606,8 @@ def translate(e: pymysql.MySQLError, what: str) -> BaseException:
     if code in ER_LOCAL_INFILE_DISABLED:
         return InvalidInput(f"{what}: the server refuses LOAD DATA LOCAL INFILE ({code}: {msg}); "
                             "use --load-method insert")
+    if code in ER_VALUE_REFUSED:
+        return FormatError(f"{what}: the server did not take every value as it is ({code}: {msg})")
     if code in (CR_CONN_HOST_ERROR, CR_UNKNOWN_HOST):
         return DataPathError(f"{what}: cannot reach the server ({msg})")
     return e

@@ -238,3 +238,26 @@ def test_prepared_inserts_declare_utf8_text_binary(dbs: tuple[str, str]) -> None
     assert len(rows_of(db, "tä")) == 2
     assert load("lat", lat, [ids, pa.array(["é", "ü"])]) == ("utf8mb4", (2, 0, 2))
     assert rows_of(db, "lat") == [(1, "é"), (2, "ü")]
+
+
+@pytest.mark.parametrize("method", ["insert", "load-data"])
+def test_a_value_the_target_refuses_is_one_line_by_either_method(cli: Any, dbs: tuple[str, str], name: str,
+                                                                 method: str) -> None:
+    """A target whose CHECK constraint refuses a snapshot row (``--mode append``): prepared INSERTs raise
+    the refusal as an error, LOAD DATA LOCAL as a warning — both end in the same one line, exit 5, and
+    the refused batch is rolled back."""
+    src, dst = dbs
+    make_orders(src, 20)
+    repo = f"s3://{name}-repo"
+    snap = snapshot(cli, src, repo)
+    c = connect(dst)
+    with c.cursor() as cur:
+        cur.execute("CREATE TABLE checked (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, amount DECIMAL(12,2), "
+                    "placed DATETIME(6), note TEXT, CONSTRAINT small CHECK (id < 20))")
+    c.close()
+    r = cli("restore", snap["snapshot_id"], "--to", uri(dst), "--region", DST, "--repo", repo, "--table", "checked",
+            "--mode", "append", "--load-method", method)
+    assert r.code == 5 and "Traceback" not in r.err
+    line = r.err.strip().splitlines()[-1]  # after the progress line
+    assert line.startswith("error: ") and "the server did not take every value as it is (4025: CONSTRAINT `small` failed" in line
+    assert rows_of(dst, "checked") == []
