@@ -591,6 +591,12 @@ def error_code(e: BaseException) -> int | None:
     return None
 
 
+def value_refused(what: str, detail: str) -> FormatError:
+    """The one error for values the server did not store as they are (an INSERT's error, LOAD DATA's
+    warnings)."""
+    return FormatError(f"{what}: the server did not take every value as it is ({detail})")
+
+
 def translate(e: pymysql.MySQLError, what: str) -> BaseException:
     """A backupctl error for a pymysql error, or ``e`` itself when it is not a known kind."""
     code = error_code(e)
@@ -607,7 +613,7 @@ def translate(e: pymysql.MySQLError, what: str) -> BaseException:
         return InvalidInput(f"{what}: the server refuses LOAD DATA LOCAL INFILE ({code}: {msg}); "
                             "use --load-method insert")
     if code in ER_VALUE_REFUSED:
-        return FormatError(f"{what}: the server did not take every value as it is ({code}: {msg})")
+        return value_refused(what, f"{code}: {msg}")
     if code in (CR_CONN_HOST_ERROR, CR_UNKNOWN_HOST):
         return DataPathError(f"{what}: cannot reach the server ({msg})")
     return e

@@ -62,6 +62,7 @@ from backupctl.mysql_conn import (
     stmt_execute,
     stmt_prepare,
     translate,
+    value_refused,
 )
 from backupctl.repository import task_store
 from backupctl.retry import RetryPolicy, policy_from_env
@@ -525,7 +526,7 @@ def _refuse(conn: Any, rows: int, expected: int, what: str, verb: str) -> NoRetu
     if any(int(w[1]) == ER_DUP_ENTRY for w in shown):
         raise Conflict(f"{what}: " + "; ".join(str(w[2]) for w in shown))
     detail = "; ".join(f"{w[1]}: {w[2]}" for w in shown) or f"{rows} of {expected} rows {verb}"
-    raise FormatError(f"{what}: the server did not take every value as it is ({detail})")
+    raise value_refused(what, detail)
 
 
 def _run_upsert_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None) -> dict[str, Any]:
