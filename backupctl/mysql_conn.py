@@ -35,6 +35,7 @@ from urllib.parse import unquote
 
 import pymysql
 import pymysql.cursors
+from pymysql.protocol import FieldDescriptorPacket
 
 try:  # mysqlclient: the C driver, for the bulk reads of snapshots and verification (docs/adr/0007)
     import MySQLdb
@@ -338,17 +339,26 @@ def stmt_prepare(conn: LoadConnection, sql: str) -> tuple[int, int]:
     """``COM_STMT_PREPARE`` of ``sql`` on a pymysql connection: (statement id, parameter count).
 
     pymysql speaks the text protocol only; a restore's prepared INSERTs (``formats.mysql_params``)
-    need just these two commands of the binary one. pymysql does not ask for DEPRECATE_EOF, so
-    each list of definitions ends with an EOF packet.
+    need just these two commands of the binary one, its key-range read-backs (``RawRows``) a third.
     """
+    stmt_id, params, _fields = _prepare(conn, sql)
+    return stmt_id, params
+
+
+def _prepare(conn: Any, sql: str) -> tuple[int, int, list[Any]]:
+    """(statement id, parameter count, result column definitions) of ``COM_STMT_PREPARE``. pymysql
+    does not ask for DEPRECATE_EOF, so each list of definitions ends with an EOF packet."""
     conn._execute_command(COM_STMT_PREPARE, sql)
     first = conn._read_packet()
     stmt_id, columns, params = struct.unpack_from("<IHH", first.get_all_data(), 1)
-    for count in (params, columns):
-        if count:
-            for _ in range(count + 1):  # definitions, then EOF
-                conn._read_packet()
-    return stmt_id, params
+    if params:
+        for _ in range(params + 1):
+            conn._read_packet()
+    fields = []
+    if columns:
+        fields = [conn._read_packet(FieldDescriptorPacket) for _ in range(columns)]
+        conn._read_packet()
+    return stmt_id, params, fields
 
 
 PIPELINE_DEPTH = 32  # statements written ahead of their replies (the replies stay a few KiB)
@@ -389,23 +399,34 @@ def stmt_execute(conn: LoadConnection, payloads: list[bytes]) -> tuple[int, int]
 
 
 class RawRows:
-    """A SELECT's row packets as the raw bytes on the socket (pymysql, text protocol, unbuffered).
+    """A prepared SELECT's binary row packets as the raw bytes on the socket (pymysql, unbuffered).
 
-    ``query`` runs the statement and reads its column definitions; ``matches(expected)`` reads
-    exactly as many bytes as ``expected`` holds (never more: ``read1`` returns what has arrived) and
-    compares; ``ends(seq)`` reads the packet after the rows and says whether it ends the result. After
-    a mismatch the connection is mid-result: close it.
+    ``query`` prepares the statement (``COM_STMT_PREPARE``, its parameters inlined as literals) and
+    returns each column's declared (type code, length); ``execute`` runs it and reads the column
+    definitions; ``matches(expected)`` reads exactly as many bytes as ``expected`` holds (never more:
+    ``read1`` returns what has arrived) and compares; ``ends(seq)`` reads the packet after the rows and
+    says whether it ends the result. After a mismatch the connection is mid-result: close it.
     """
 
     def __init__(self, conn: pymysql.connections.Connection) -> None:
         self.conn = conn
+        self.stmt_id = 0
 
-    def query(self, sql: str, params: Any) -> int:
-        """Run ``sql`` (%-formatted with ``params``): the packet number of the first row."""
+    def query(self, sql: str, params: Any) -> list[tuple[int, int]]:
+        """Prepare ``sql`` (%-formatted with ``params``): each result column's (type code, length)."""
         with self.conn.cursor() as cur:
             text = cur.mogrify(sql, tuple(params))
-        self.conn.query(text, unbuffered=True)
-        return int(self.conn._next_seq_id)
+        self.stmt_id, _params, fields = _prepare(self.conn, text)
+        return [(f.type_code, f.length) for f in fields]
+
+    def execute(self) -> int:
+        """Run the prepared statement (no cursor): the packet number of the first row."""
+        conn = self.conn
+        conn._execute_command(COM_STMT_EXECUTE, struct.pack("<IBI", self.stmt_id, 0, 1))
+        ncols = conn._read_packet().read_length_encoded_integer()
+        for _ in range(ncols + 1):  # definitions, then EOF
+            conn._read_packet()
+        return int(conn._next_seq_id)
 
     def matches(self, expected: bytes) -> bool:
         rfile = self.conn._rfile

@@ -483,13 +483,13 @@ def _range_matches(spec: TaskSpec, settings: MySQLSettings, pk: list[str], ends:
 
 def _range_bytes_match(spec: TaskSpec, settings: MySQLSettings, pk: list[str], where: str, args: list[Any],
                        part_batches: Callable[[int], Iterator[Any]]) -> bool:
-    """Whether the server's reply to the range's SELECT is, byte for byte, the row packets of the part
-    (``formats.mysql_rows``) and ends there. False for any difference, error or column kind not encoded:
-    the caller then compares values."""
+    """Whether the server's reply to the range's prepared SELECT is, byte for byte, the binary row
+    packets of the part (``formats.mysql_rows``) and ends there. False for any difference, error or
+    declared column type not encoded: the caller then compares values."""
     from backupctl.sources.mysql import read_back_sql
 
     columns = spec["columns"]
-    if not COMPARE_ROW_BYTES or not encodable(columns):
+    if not COMPARE_ROW_BYTES:
         return False
     sql = read_back_sql(spec["database"], spec["table"], columns, where, pk)
     try:
@@ -498,9 +498,12 @@ def _range_bytes_match(spec: TaskSpec, settings: MySQLSettings, pk: list[str], w
         return False
     rows = RawRows(conn)
     try:
-        seq = rows.query(sql, args)
+        fields = rows.query(sql, args)
+        if not encodable(columns, fields):
+            return False
+        seq = rows.execute()
         for batch in part_batches(LOAD_ROWS):
-            packets = row_packets(batch, columns, seq)
+            packets = row_packets(batch, columns, fields, seq)
             if packets is None or not rows.matches(packets[0]):
                 return False
             seq = packets[1]
