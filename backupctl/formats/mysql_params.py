@@ -73,38 +73,34 @@ def _fixed(values: np.ndarray, valid: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.large_binary(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(data.tobytes())])
 
 
-def lenenc_prefixes(lengths: np.ndarray, valid: np.ndarray, null: int | None = None) -> pa.Array:
-    """The length-encoded integer before every value of ``lengths``; for a NULL nothing (binary
-    protocol: the NULL bitmap says it) or the one byte ``null`` (text protocol: 0xFB)."""
-    n = len(lengths)
+def lenenc_matrix(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The length-encoded integer of every value of ``lengths``: an (n, 9) uint8 matrix whose row i
+    holds it in its first ``size[i]`` bytes (1, 3, 4 or 9), and ``size``."""
     lengths = lengths.astype(np.uint64)
     size = np.where(lengths < 251, 1, np.where(lengths < 1 << 16, 3, np.where(lengths < 1 << 24, 4, 9)))
-    size = np.where(valid, size, 0 if null is None else 1)
-    offsets = np.zeros(n + 1, dtype=np.int64)
+    out = np.empty((len(lengths), 9), dtype=np.uint8)
+    out[:, 0] = np.where(size == 1, lengths, np.where(size == 3, 0xFC, np.where(size == 4, 0xFD, 0xFE)))
+    out[:, 1:] = lengths.astype("<u8").view(np.uint8).reshape(-1, 8)
+    return out, size
+
+
+def lenenc_prefixes(lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """The length-encoded integer before every value of ``lengths``; for a NULL nothing (the NULL
+    bitmap says it)."""
+    matrix, size = lenenc_matrix(lengths)
+    size = np.where(valid, size, 0)
+    offsets = np.zeros(len(size) + 1, dtype=np.int64)
     np.cumsum(size, out=offsets[1:])
-    out = np.zeros(int(offsets[-1]), dtype=np.uint8)
-    start = offsets[:-1]
-    one = (size == 1) & valid
-    out[start[one]] = lengths[one].astype(np.uint8)
-    if null is not None:
-        out[start[~valid]] = null
-    for marker, width in ((0xFC, 2), (0xFD, 3), (0xFE, 8)):
-        sel = (size == width + 1) & valid
-        if sel.any():
-            at, ln = start[sel], lengths[sel]
-            out[at] = marker
-            for b in range(width):
-                out[at + 1 + b] = ((ln >> np.uint64(8 * b)) & np.uint64(0xFF)).astype(np.uint8)
-    return pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(out.tobytes())])
+    data = matrix[np.arange(9)[None, :] < size[:, None]]
+    return pa.Array.from_buffers(pa.large_binary(), len(size), [None, pa.py_buffer(offsets), pa.py_buffer(data.tobytes())])
 
 
-def lenenc_values(arr: pa.Array, null: int | None = None) -> list[pa.Array]:
-    """A text or binary column as [length prefixes, bytes]: a NULL is nothing, or the byte ``null`` and
-    no bytes (see ``lenenc_prefixes``). Both protocols' string encoding."""
+def lenenc_values(arr: pa.Array) -> list[pa.Array]:
+    """A text or binary column as [length prefixes, bytes], a NULL as nothing in either."""
     arr = arr.cast(pa.large_binary()) if not pa.types.is_large_binary(arr.type) else arr
     valid = np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
     lengths = pc.fill_null(pc.binary_length(arr), 0).to_numpy(zero_copy_only=False)
-    return [lenenc_prefixes(lengths, valid, null), pc.fill_null(arr, b"")]
+    return [lenenc_prefixes(lengths, valid), pc.fill_null(arr, b"")]
 
 
 def join_rows(pieces: list[pa.Array]) -> pa.Array:

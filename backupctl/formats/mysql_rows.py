@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from backupctl.formats.mysql_params import join_rows, lenenc_values, row_offsets
+from backupctl.formats.mysql_params import join_rows, lenenc_matrix, row_offsets
 from backupctl.formats.parquet import _plain_decimal
 
 MAX_PAYLOAD = 0xFFFFFF  # a row of this many bytes or more spans packets: not encoded
@@ -87,14 +87,24 @@ def _numbers(arr: pa.Array, dtype: Any) -> np.ndarray:
     return np.asarray(filled.to_numpy(zero_copy_only=False)).astype(dtype, copy=False)
 
 
-def _rows_of(matrix: np.ndarray, lengths: np.ndarray) -> pa.Array:
-    """Row i of a uint8 matrix cut to its first ``lengths[i]`` bytes, as a binary array."""
-    keep = np.arange(matrix.shape[1])[None, :] < lengths[:, None]
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    data = np.ascontiguousarray(matrix[keep])
-    return pa.Array.from_buffers(pa.large_binary(), len(lengths),
-                                 [None, pa.py_buffer(offsets), pa.py_buffer(data.tobytes())])
+class Block:
+    """Bytes of a run of fixed-size fields: row i is the first ``used[i]`` bytes of ``matrix[i]``."""
+
+    def __init__(self, matrix: np.ndarray, used: np.ndarray) -> None:
+        self.matrix, self.used = matrix, used
+
+    def keep(self) -> np.ndarray:
+        return np.arange(self.matrix.shape[1])[None, :] < self.used[:, None]
+
+
+def _binary(blocks: list[Block], n: int) -> pa.Array:
+    """Blocks side by side, row by row, as one binary array (only the bytes each row uses)."""
+    matrix = blocks[0].matrix if len(blocks) == 1 else np.concatenate([b.matrix for b in blocks], axis=1)
+    keep = blocks[0].keep() if len(blocks) == 1 else np.concatenate([b.keep() for b in blocks], axis=1)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(sum(b.used for b in blocks), out=offsets[1:])
+    data = matrix[keep]
+    return pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data.tobytes())])
 
 
 def _le(matrix: np.ndarray, at: int, values: np.ndarray, width: int) -> None:
@@ -102,112 +112,135 @@ def _le(matrix: np.ndarray, at: int, values: np.ndarray, width: int) -> None:
     matrix[:, at:at + width] = values.astype(f"<u{width}").view(np.uint8).reshape(-1, width)
 
 
-def _datetimes(arr: pa.Array, type_code: int) -> pa.Array:
+def _civil(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(year, month, day) of days since 1970-01-01, proleptic Gregorian (H. Hinnant's civil_from_days)."""
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = np.where(mp < 10, mp + 3, mp - 9)
+    return yoe + era * 400 + (month <= 2), month, day
+
+
+def _datetimes(arr: pa.Array, type_code: int, valid: np.ndarray) -> Block:
     """DATE/DATETIME/TIMESTAMP values as the server's length-prefixed structs."""
     if type_code == T_DATE or pa.types.is_date(arr.type):
-        days = _numbers(arr.cast(pa.date32()).view(pa.int32()), np.int64)
-        us = days * 86_400_000_000
+        day = _numbers(arr.cast(pa.date32()).view(pa.int32()), np.int64)
+        tod = np.zeros_like(day)
     else:
         us = _numbers(arr.view(pa.int64()), np.int64)
-    day = us // 86_400_000_000
-    tod = us - day * 86_400_000_000
-    d = day.astype("datetime64[D]")
-    y = d.astype("datetime64[Y]")
-    m = d.astype("datetime64[M]")
-    year = y.astype(np.int64) + 1970
-    month = (m - y.astype("datetime64[M]")).astype(np.int64) + 1
-    mday = (d - m.astype("datetime64[D]")).astype(np.int64) + 1
+        day = us // 86_400_000_000
+        tod = us - day * 86_400_000_000
+    year, month, mday = _civil(day)
     sec, frac = tod // 1_000_000, tod % 1_000_000
     hour, minute, second = sec // 3600, sec // 60 % 60, sec % 60
-    n = len(us)
-    out = np.zeros((n, 12), dtype=np.uint8)
+    out = np.zeros((len(day), 12), dtype=np.uint8)
     _le(out, 1, year, 2)
     out[:, 3], out[:, 4], out[:, 5], out[:, 6], out[:, 7] = month, mday, hour, minute, second
     _le(out, 8, frac, 4)
     length = np.where(frac != 0, 11, np.where((hour | minute | second) != 0, 7, 4))
     out[:, 0] = length
-    return _rows_of(out, np.where(_valid(arr), length + 1, 0))
+    return Block(out, np.where(valid, length + 1, 0))
 
 
-def _times(arr: pa.Array) -> pa.Array:
+def _times(arr: pa.Array, valid: np.ndarray) -> Block:
     """TIME values (signed microseconds) as the server's length-prefixed structs."""
     us = _numbers(arr.view(pa.int64()), np.int64)
     mag = np.abs(us)
     sec, frac = mag // 1_000_000, mag % 1_000_000
     days, hour, minute, second = sec // 86_400, sec // 3600 % 24, sec // 60 % 60, sec % 60
-    n = len(us)
-    out = np.zeros((n, 13), dtype=np.uint8)
+    out = np.zeros((len(us), 13), dtype=np.uint8)
     out[:, 1] = us < 0
     _le(out, 2, days, 4)
     out[:, 6], out[:, 7], out[:, 8] = hour, minute, second
     _le(out, 9, frac, 4)
     length = np.where(frac != 0, 12, np.where((days | hour | minute | second) != 0, 8, 0))
     out[:, 0] = length
-    return _rows_of(out, np.where(_valid(arr), length + 1, 0))
+    return Block(out, np.where(valid, length + 1, 0))
 
 
-def _bits(arr: pa.Array, nbits: int) -> list[pa.Array]:
+def _bits(arr: pa.Array, nbits: int, valid: np.ndarray) -> Block:
     """BIT(M) values as length-encoded big-endian bytes, (M + 7) // 8 of them."""
     width = max(1, (nbits + 7) // 8)
-    valid = _valid(arr)
     be = _numbers(arr, np.uint64).astype(">u8").view(np.uint8).reshape(-1, 8)[:, 8 - width:]
     out = np.concatenate([np.full((len(valid), 1), width, dtype=np.uint8), be], axis=1)
-    return [_rows_of(out, np.where(valid, width + 1, 0))]
+    return Block(out, np.where(valid, width + 1, 0))
 
 
-def column_values(arr: pa.Array, col: dict[str, Any], field: tuple[int, int]) -> list[pa.Array]:
-    """One column's values in a binary row (a NULL's entry empty), as arrays to join per row."""
+def _lenenc(arr: pa.Array, valid: np.ndarray) -> tuple[Block, pa.Array]:
+    """A text or binary column as its length prefixes (a block) and its bytes (NULLs empty)."""
+    arr = arr.cast(pa.large_binary()) if not pa.types.is_large_binary(arr.type) else arr
+    matrix, size = lenenc_matrix(pc.fill_null(pc.binary_length(arr), 0).to_numpy(zero_copy_only=False))
+    return Block(matrix, np.where(valid, size, 0)), (pc.fill_null(arr, b"") if arr.null_count else arr)
+
+
+def column_values(arr: pa.Array, col: dict[str, Any], field: tuple[int, int],
+                  valid: np.ndarray) -> tuple[Block, pa.Array | None]:
+    """One column's bytes in a binary row: a block of fixed-size fields (a NULL's row empty), and the
+    variable bytes after it (length-encoded columns), or None."""
     type_code, length = field
-    arr = _plain(arr)
     if type_code in INT_WIDTH:
         width = INT_WIDTH[type_code]
-        signed = col["kind"] != "uint"
-        values = _numbers(arr, np.int64 if signed else np.uint64).astype(f"<u{width}")
-        return [_rows_of(values.view(np.uint8).reshape(-1, width), np.where(_valid(arr), width, 0))]
+        values = _numbers(arr, np.uint64 if col["kind"] == "uint" else np.int64).astype(f"<u{width}")
+        return Block(values.view(np.uint8).reshape(-1, width), np.where(valid, width, 0)), None
     if type_code in (T_FLOAT, T_DOUBLE):
-        dtype = "<f4" if type_code == T_FLOAT else "<f8"
-        values = _numbers(arr, np.float64).astype(dtype)
+        values = _numbers(arr, np.float64).astype("<f4" if type_code == T_FLOAT else "<f8")
         width = values.dtype.itemsize
-        return [_rows_of(values.view(np.uint8).reshape(-1, width), np.where(_valid(arr), width, 0))]
+        return Block(values.view(np.uint8).reshape(-1, width), np.where(valid, width, 0)), None
     if type_code in DATE_TYPES:
-        return [_datetimes(arr, type_code)]
+        return _datetimes(arr, type_code, valid), None
     if type_code == T_TIME:
-        return [_times(arr)]
-    if type_code == T_NEWDECIMAL:
-        return lenenc_values(_plain_decimal(arr, int(col.get("scale") or 0)))
+        return _times(arr, valid), None
     if type_code == T_BIT:
-        return _bits(arr, length)
-    return lenenc_values(arr)
+        return _bits(arr, length, valid), None
+    if type_code == T_NEWDECIMAL:
+        arr = _plain_decimal(arr, int(col.get("scale") or 0))
+    return _lenenc(arr, valid)
 
 
 def row_packets(batch: pa.RecordBatch, columns: Sequence[dict[str, Any]], fields: Sequence[tuple[int, int]],
                 seq: int) -> tuple[bytes, int] | None:
     """The binary row packets of ``batch`` numbered from ``seq``, and the next packet number; None when
-    a column is not encoded (``encodable``) or a row would span packets."""
+    a column is not encoded (``encodable``) or a row would span packets.
+
+    Fixed-size fields next to each other (the packet header and NULL bitmap, integers, dates, the
+    length prefix of a text) are laid out as one uint8 matrix and cut per row with one mask; only
+    the texts' bytes are joined in between (``join_rows``): fewer, larger pieces to join.
+    """
     n = batch.num_rows
     if not encodable(columns, fields):
         return None
     if n == 0:
         return b"", seq
-    pieces: list[pa.Array] = []
-    for i, col in enumerate(columns):
-        pieces += column_values(batch.column(i), col, fields[i])
+    arrays = [_plain(batch.column(i)) for i in range(len(columns))]
+    valid = [_valid(a) for a in arrays]
     nulls = np.zeros((n, len(columns) + 2), dtype=bool)
-    for i in range(len(columns)):
-        nulls[:, i + 2] = ~_valid(_plain(batch.column(i)))
+    for i, v in enumerate(valid):
+        nulls[:, i + 2] = ~v
     bitmap = np.packbits(nulls, axis=1, bitorder="little")
-    # Each row's payload length from the pieces' offsets, so that the headers join the values in one pass.
+    head = np.empty((n, 5 + bitmap.shape[1]), dtype=np.uint8)
+    runs: list[list[Block] | pa.Array] = [[Block(head, np.full(n, head.shape[1]))]]
     size = np.full(n, 1 + bitmap.shape[1], dtype=np.int64)
-    for piece in pieces:
-        size += np.diff(row_offsets(piece))
+    for i, col in enumerate(columns):
+        block, data = column_values(arrays[i], col, fields[i], valid[i])
+        size += block.used
+        run = runs[-1]
+        if isinstance(run, list):
+            run.append(block)
+        else:
+            runs.append([block])
+        if data is not None:
+            size += np.diff(row_offsets(data))
+            runs.append(data)
     if size.max() >= MAX_PAYLOAD:
         return None
-    head = np.empty((n, 5 + bitmap.shape[1]), dtype=np.uint8)
     head[:, 0], head[:, 1], head[:, 2] = size & 0xFF, (size >> 8) & 0xFF, (size >> 16) & 0xFF
     head[:, 3] = (seq + np.arange(n)) % 256
     head[:, 4] = 0
     head[:, 5:] = bitmap
-    heads = pa.Array.from_buffers(pa.binary(head.shape[1]), n, [None, pa.py_buffer(head.tobytes())])
-    packets = join_rows([heads.cast(pa.large_binary()), *pieces])
+    packets = join_rows([_binary(run, n) if isinstance(run, list) else run for run in runs])
     data, offsets = packets.buffers()[2], row_offsets(packets)
     return bytes(memoryview(data)[int(offsets[0]):int(offsets[-1])]), (seq + n) % 256

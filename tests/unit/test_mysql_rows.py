@@ -90,3 +90,19 @@ def test_a_declared_type_not_encoded_or_not_the_kind_is_none() -> None:
     assert not encodable(COLUMNS, geometry)
     assert row_packets(pa.record_batch([pa.array([1], pa.int64())], names=["i"]), COLUMNS[:1], [(253, 20)], 1) is None
     assert not encodable(COLUMNS, FIELDS[:-1])  # one definition short
+
+
+def test_civil_dates_match_the_calendar_over_the_whole_mysql_range() -> None:
+    import numpy as np
+
+    first, last = dt.date(1000, 1, 1), dt.date(9999, 12, 31)
+    epoch = dt.date(1970, 1, 1)
+    days = np.arange((first - epoch).days, (last - epoch).days + 1, dtype=np.int64)
+    year, month, day = mr._civil(days)
+    d = days.astype("datetime64[D]")
+    assert (year == d.astype("datetime64[Y]").astype(np.int64) + 1970).all()
+    assert (month == d.astype("datetime64[M]").astype(np.int64) % 12 + 1).all()
+    assert (day == (d - d.astype("datetime64[M]").astype("datetime64[D]")).astype(np.int64) + 1).all()
+    for probe in (first, dt.date(1582, 10, 15), dt.date(1600, 2, 29), dt.date(1900, 3, 1), dt.date(2000, 2, 29), last):
+        i = (probe - first).days
+        assert (int(year[i]), int(month[i]), int(day[i])) == (probe.year, probe.month, probe.day)
