@@ -1,14 +1,9 @@
 #!/usr/bin/env bash
 # System packages from Debian, installed when missing (as root, as on CI); otherwise says what to install.
-# - mysqlclient (the C MySQL driver) builds against the MariaDB client headers with pkg-config: required.
 # - chromium: the drill report's test renders the HTML page in headless Chromium. Without it that test
 #   skips locally; under CI=true a skip fails the run, so CI (root) installs it here.
 set -eu
 missing=()
-if ! pkg-config --exists libmariadb 2>/dev/null && ! command -v mariadb_config >/dev/null 2>&1 \
-   && ! command -v mysql_config >/dev/null 2>&1; then
-  missing+=(libmariadb-dev pkg-config)
-fi
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   missing+=(chromium)
 fi
@@ -23,10 +18,5 @@ else
   if [[ " ${missing[*]} " == *" chromium "* ]]; then
     echo "system-deps: chromium is not installed; the drill report's browser test will skip" \
          "(Debian/Ubuntu: apt-get install chromium)" >&2
-  fi
-  if [[ " ${missing[*]} " == *" libmariadb-dev "* ]]; then
-    echo "system-deps: please install the MariaDB client headers and pkg-config" >&2
-    echo "  (Debian/Ubuntu: apt-get install libmariadb-dev pkg-config; macOS: brew install mariadb-connector-c pkg-config)" >&2
-    exit 1
   fi
 fi

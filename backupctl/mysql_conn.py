@@ -28,6 +28,7 @@ import re
 import struct
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,13 +37,6 @@ from urllib.parse import unquote
 import pymysql
 import pymysql.cursors
 from pymysql.protocol import FieldDescriptorPacket
-
-try:  # mysqlclient: the C driver, for the bulk reads of snapshots and verification (docs/adr/0007)
-    import MySQLdb
-    import MySQLdb.converters
-    import MySQLdb.cursors
-except ImportError:  # pragma: no cover - a dependency; without it bulk reads fall back to pymysql
-    MySQLdb = None
 
 from backupctl.errors import (
     AuthError,
@@ -58,6 +52,8 @@ from backupctl.passwords import resolve_password as _resolve
 from backupctl.retry import RetryPolicy
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from backupctl.aws import AwsContext
 
 DEFAULT_PORT = 3306
@@ -212,38 +208,6 @@ class MySQLSettings:
                 )
             except pymysql.MySQLError as e:
                 raise translate(e, f"connecting to {self.describe()}") from e
-
-        return CONNECT_POLICY.call(attempt, f"connecting to {self.describe()}")
-
-    def connect_raw(self) -> Any:
-        """A connection for bulk reads: mysqlclient (C) returning every value as the server's raw bytes.
-
-        Same session as ``connect`` (utf8mb4, time zone UTC, autocommit).
-        Parameters are still escaped by the driver (``cursor.execute(sql,
-        params)``, %-format like pymysql). Errors are raised as pymysql's
-        (``as_pymysql_error``), so translation and retries see one family.
-        Falls back to ``connect`` when mysqlclient is not installed.
-        """
-        if MySQLdb is None:  # pragma: no cover
-            return self.connect()
-
-        def attempt() -> Any:
-            try:
-                return MySQLdb.connect(
-                    host=self.host.strip("[]"),
-                    port=self.port,
-                    user=self.user,
-                    password=self.password,
-                    database=self.database,
-                    charset="utf8mb4",
-                    autocommit=True,
-                    connect_timeout=CONNECT_TIMEOUT_S,
-                    init_command="SET time_zone = '+00:00'",
-                    conv=RAW_CONV,
-                )
-            except MySQLdb.MySQLError as e:
-                pe = as_pymysql_error(e)
-                raise translate(pe, f"connecting to {self.describe()}") from e
 
         return CONNECT_POLICY.call(attempt, f"connecting to {self.describe()}")
 
@@ -454,31 +418,113 @@ class RawRows:
             pass
 
 
-# Encoders only (Python value -> SQL literal), no decoders: result values stay raw bytes.
-RAW_CONV: dict[Any, Any] = (
-    {k: v for k, v in MySQLdb.converters.conversions.items() if not isinstance(k, int)} if MySQLdb else {}
-)
-DRIVER_ERRORS: tuple[type[BaseException], ...] = (
-    (pymysql.MySQLError, MySQLdb.MySQLError) if MySQLdb else (pymysql.MySQLError,)
-)
+MAX_PACKET = 0xFFFFFF  # a payload this long continues in the next packet
 
 
-def is_raw(conn: Any) -> bool:
-    """True for a ``connect_raw`` (mysqlclient) connection."""
-    return MySQLdb is not None and isinstance(conn, MySQLdb.connections.Connection)
+class TextRows:
+    """A SELECT's text-protocol row packets read raw off a pymysql socket, many rows at a time.
 
+    ``query`` sends the statement (%-formatted with its parameters) and reads its column
+    definitions; ``chunks()`` yields ``(data, starts)``: bytes holding whole row packets (about
+    ``CHUNK`` of them) and the offsets of their 4-byte headers (numpy int64), for
+    ``formats.mysql_text`` to split into columns without a Python object per value (docs/adr/0022).
+    A row longer than one packet comes as a chunk of its own, its payloads joined behind one header
+    whose length says ``MAX_PACKET`` (the row ends with the chunk).
+    An error packet raises pymysql's error; the result's EOF packet ends the chunks and leaves the
+    connection ready for its next statement.
+    """
 
-def as_pymysql_error(e: BaseException) -> BaseException:
-    """A mysqlclient error as the pymysql error of the same class and arguments (others unchanged)."""
-    if MySQLdb is None or not isinstance(e, MySQLdb.MySQLError):
-        return e
-    name = type(e).__name__
-    cls = getattr(pymysql.err, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, pymysql.MySQLError)):
-        cls = pymysql.err.OperationalError
-    out = cls(*e.args)
-    out.__cause__ = e
-    return out
+    CHUNK = 1 << 20
+
+    def __init__(self, conn: pymysql.connections.Connection) -> None:
+        self.conn = conn
+        self._buf = bytearray()
+
+    def query(self, sql: str, params: Any) -> int:
+        """Run ``sql``: the number of columns of its result."""
+        with self.conn.cursor() as cur:
+            text = cur.mogrify(sql, tuple(params))
+        self.conn.query(text, unbuffered=True)
+        return len(self.conn._result.fields or ())
+
+    def _more(self, need: int = 0) -> None:
+        """Append what has arrived (up to ``CHUNK`` bytes), or at least ``need`` bytes."""
+        rfile = self.conn._rfile
+        got = rfile.read(need) if need > self.CHUNK else rfile.read1(self.CHUNK)
+        if not got:
+            raise pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query")
+        self._buf += got
+
+    def _finish(self) -> None:
+        result = self.conn._result
+        if result is not None:
+            result.unbuffered_active = False
+            result.has_next = False
+        self.conn._result = None
+
+    def abandon(self) -> None:
+        """Leave the result unread: the connection is mid-result and must be closed, not reused
+        (pymysql would otherwise read the rest when it collects the result)."""
+        if self.conn._result is not None:
+            self.conn._result.unbuffered_active = False
+
+    def _long_row(self) -> bytes:
+        """The row whose first (full) packet starts the buffer, behind one header; consumes it."""
+        payloads, pos = [], 0
+        while True:
+            while len(self._buf) < pos + 4:
+                self._more(pos + 4 - len(self._buf))
+            n = int.from_bytes(self._buf[pos:pos + 3], "little")
+            while len(self._buf) < pos + 4 + n:
+                self._more(pos + 4 + n - len(self._buf))
+            payloads.append(bytes(self._buf[pos + 4:pos + 4 + n]))
+            pos += 4 + n
+            if n < MAX_PACKET:
+                del self._buf[:pos]
+                return b"\xff\xff\xff\0" + b"".join(payloads)  # length MAX_PACKET: to the end of the chunk
+
+    def chunks(self) -> Iterator[tuple[bytes, np.ndarray]]:
+        import numpy as np
+
+        buf = self._buf
+        starts: list[int] = []
+        pos = 0
+        while True:
+            size = len(buf)
+            stop = None  # what the packet at pos is when it is not a row: "eof", "error", "long"
+            while pos + 4 <= size:
+                n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+                end = pos + 4 + n
+                if end > size:
+                    break
+                first = buf[pos + 4] if n else 0
+                if n == MAX_PACKET:
+                    stop = "long"
+                    break
+                if first == 0xFF or (first == 0xFE and n < 9):
+                    stop = "error" if first == 0xFF else "eof"
+                    break
+                starts.append(pos)
+                pos = end
+            if starts and (stop is not None or pos >= self.CHUNK):
+                data = bytes(buf[:pos])
+                del buf[:pos]
+                yield data, np.array(starts, dtype=np.int64)
+                starts, pos = [], 0
+            if stop == "eof":
+                del buf[:]
+                self._finish()
+                return
+            if stop == "error":
+                n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+                self._finish()
+                pymysql.err.raise_mysql_exception(bytes(buf[pos + 4:pos + 4 + n]))
+            if stop == "long":
+                yield self._long_row(), np.zeros(1, dtype=np.int64)
+                continue
+            missing = (pos + 4 + (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16) - len(buf)
+                       if pos + 4 <= len(buf) else 0)
+            self._more(missing)
 
 
 def parse_mysql_uri(uri: str, what: str = "--source", user_optional: bool = False) -> tuple[str, str, int, str]:
@@ -646,13 +692,10 @@ def run_sql(conn: pymysql.connections.Connection, sql: str, params: Any = None, 
         with conn.cursor() as cur:
             cur.execute(sql, tuple(params) if params is not None else ())
             return list(cur.fetchall())
-    except DRIVER_ERRORS as e:
-        pe = as_pymysql_error(e)
-        t = translate(pe, what)  # type: ignore[arg-type]
+    except pymysql.MySQLError as e:
+        t = translate(e, what)
         if isinstance(t, BackupctlError):
             raise t from e
-        if pe is not e:
-            raise pe from e
         raise
 
 

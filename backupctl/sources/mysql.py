@@ -49,6 +49,7 @@ from backupctl.aws import AwsContext
 from backupctl.engines.local import TaskContext
 from backupctl.errors import BackupctlError, DataPathError, FormatError, Interrupted, InvalidInput, NotFound
 from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, Digest
+from backupctl.formats.mysql_text import text_columns
 from backupctl.formats.parquet import (
     CHUNKABLE_KINDS,
     ROW_ENCODING,
@@ -58,7 +59,6 @@ from backupctl.formats.parquet import (
     arrow_type,
     canonical,
     column_kind,
-    driver_batch,
     hash_sum,
     hashes_array,
     iter_part_rows,
@@ -71,11 +71,8 @@ from backupctl.formats.parquet import (
 )
 from backupctl.model import PartResult, TaskSpec, check_count
 from backupctl.mysql_conn import (
-    DRIVER_ERRORS,
-    MySQLdb,
     MySQLSettings,
-    as_pymysql_error,
-    is_raw,
+    TextRows,
     quote_ident,
     run_sql,
     translate,
@@ -395,7 +392,7 @@ class ReadSessions:
         try:
             try:
                 for _ in range(self.size):
-                    conn = self.settings.connect_raw()
+                    conn = self.settings.connect()
                     self._all.append(conn)
                     run_sql(conn, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ", ())
                     run_sql(conn, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY", (),
@@ -409,7 +406,7 @@ class ReadSessions:
 
     def acquire(self, ctx: TaskContext) -> pymysql.connections.Connection:
         if not self.consistent:
-            return self.settings.connect_raw()
+            return self.settings.connect()
         while True:
             if ctx.stopped:
                 raise Interrupted("stopped")
@@ -424,14 +421,14 @@ class ReadSessions:
             return
         try:
             conn.close()
-        except DRIVER_ERRORS:
+        except pymysql.MySQLError:
             pass
 
     def close(self) -> None:
         for conn in self._all:
             try:
                 conn.close()
-            except DRIVER_ERRORS:
+            except pymysql.MySQLError:
                 pass
         self._all = []
 
@@ -599,33 +596,29 @@ def key_positions(columns: list[dict[str, Any]], pk: list[str]) -> list[int] | N
 
 def fetch_batches(conn: Any, sql: str, params: list[Any], columns: list[dict[str, Any]],
                   ctx: TaskContext | None = None) -> Generator[tuple[pa.RecordBatch, int], None, None]:
-    """(record batch of normal values, rows) of a streaming SELECT of ``columns``, ``FETCH_ROWS`` at a time.
+    """(record batch of normal values, rows) of a streaming SELECT of ``columns``.
 
-    On a ``connect_raw`` connection (mysqlclient) the rows arrive as raw bytes
-    and are parsed one Arrow column at a time (``raw_batch``); on a pymysql
-    connection through ``normalize`` (``driver_batch``). Driver errors come out
-    as pymysql errors.
+    The text-protocol rows are read raw off the socket (``mysql_conn.TextRows``), split into one
+    binary array per column with numpy (``formats.mysql_text``) and typed one Arrow column at a time
+    (``raw_column``): no Python object per value (docs/adr/0022). A batch holds the rows of what
+    arrived (up to ~1 MiB), at most ``FETCH_ROWS``.
     """
     schema = arrow_schema(columns)
-    raw = is_raw(conn)
-    cur = conn.cursor(MySQLdb.cursors.SSCursor if raw else pymysql.cursors.SSCursor)
+    rows = TextRows(conn)
+    if rows.query(sql, params) != len(columns):
+        raise FormatError(f"the SELECT returned another number of columns than the {len(columns)} expected")
+    done = False
     try:
-        try:
-            cur.execute(sql, tuple(params))
-            while True:
-                if ctx is not None and ctx.stopped:
-                    raise Interrupted("stopped")
-                rows = cur.fetchmany(FETCH_ROWS)
-                if not rows:
-                    break
-                yield (raw_batch(rows, columns, schema) if raw else driver_batch(rows, columns, schema)), len(rows)
-        finally:
-            cur.close()
-    except DRIVER_ERRORS as e:
-        pe = as_pymysql_error(e)
-        if pe is not e:
-            raise pe from e
-        raise
+        for data, starts in rows.chunks():
+            if ctx is not None and ctx.stopped:
+                raise Interrupted("stopped")
+            for lo in range(0, len(starts), FETCH_ROWS):
+                part = starts[lo:lo + FETCH_ROWS]
+                yield raw_batch(text_columns(data, part, len(columns)), columns, schema), len(part)
+        done = True
+    finally:
+        if not done:
+            rows.abandon()
 
 
 def _export_chunk(spec: TaskSpec, ctx: TaskContext, conn: Any) -> tuple[list[PartResult], list[PartResult]]:
@@ -783,10 +776,10 @@ def reading_back(settings: MySQLSettings, database: str, table: str, columns: li
                  params: list[Any], order_by: list[str] | None = None,
                  ctx: TaskContext | None = None) -> Iterator[Iterator[pa.RecordBatch]]:
     """The record batches of ``SELECT columns FROM table [WHERE where] [ORDER BY order_by]`` on a connection
-    of its own (mysqlclient), streamed; driver errors as one line. A reader may stop early: the cursor
-    is closed before the connection."""
+    of its own, streamed (``fetch_batches``); driver errors as one line. A reader may stop early: the
+    connection, mid-result, is closed."""
     sql = read_back_sql(database, table, columns, where, order_by)
-    conn = settings.connect_raw()
+    conn = settings.connect()
     fetched = fetch_batches(conn, sql, params, columns, ctx)
     try:
         yield (batch for batch, _n in fetched)

@@ -112,7 +112,7 @@ CHUNK_RE = re.compile(r"`id` > (\d+)\)")
 
 # 16,000 rows of ~240 bytes (~3.8 MB), two chunks of 8,000: a chunk is read in two fetches (5,000 + 3,000
 # rows) and its first 1 MiB part is uploaded after the first, while the server still has ~700 kB to send.
-KILL_ROWS, KILL_CHUNK = 16_000, 8_000
+KILL_ROWS, KILL_CHUNK = 32_000, 16_000  # a chunk ~3.7 MB: its first part (1 MB) is uploaded while the rest is sent
 
 
 def mid_read_picker(aws: AwsContext, bucket: str, db: str, max_kills: int,

@@ -7,9 +7,11 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from backupctl.formats.dynamodb_json import Digest
+from backupctl.formats.mysql_text import text_columns
 from backupctl.formats.parquet import (
     arrow_schema,
     column_kind,
@@ -105,7 +107,13 @@ def test_raw_text_columns_parse_to_the_driver_values() -> None:
             b"-838:59:59.000000", b"1970-01-01 00:00:01.000000", b"0999-01-02 03:04:05.000006", b"0001-01-01",
             b"1901", b"\xff" * 8, b"\x00\xff", "é".encode()),
            tuple([None] * 13)]
-    batch = raw_batch(raw, cols, arrow_schema(cols))
+    # as the server sends them: one text-protocol row packet a row, split into columns (formats/mysql_text.py)
+    stream, starts = b"", []
+    for r in raw:
+        payload = b"".join(b"\xfb" if v is None else bytes([len(v)]) + v for v in r)
+        starts.append(len(stream))
+        stream += len(payload).to_bytes(3, "little") + b"\x07" + payload
+    batch = raw_batch(text_columns(stream, np.array(starts), len(cols)), cols, arrow_schema(cols))
     assert batch.to_pylist()[0] == {
         "id": 18446744073709551615, "i": -5, "d": Decimal("-0.000000000000000000000000000001"),
         "d2": Decimal("-707963.81"), "g": 5e-324, "t": timedelta(hours=-838, minutes=-59, seconds=-59),
