@@ -435,6 +435,7 @@ class TextRows:
     """
 
     CHUNK = 1 << 20
+    READ = 1 << 16
 
     def __init__(self, conn: pymysql.connections.Connection) -> None:
         self.conn = conn
@@ -450,7 +451,8 @@ class TextRows:
     def _more(self, need: int = 0) -> None:
         """Append what has arrived (up to ``CHUNK`` bytes), or at least ``need`` bytes."""
         rfile = self.conn._rfile
-        got = rfile.read(need) if need > self.CHUNK else rfile.read1(self.CHUNK)
+        # read1 allocates the size it is asked for: READ (64 KiB) stays below malloc's mmap threshold
+        got = rfile.read(need) if need > self.READ else rfile.read1(self.READ)
         if not got:
             raise pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query")
         self._buf += got
@@ -483,6 +485,29 @@ class TextRows:
                 del self._buf[:pos]
                 return b"\xff\xff\xff\0" + b"".join(payloads)  # length MAX_PACKET: to the end of the chunk
 
+    @staticmethod
+    def _kind(buf: bytearray, pos: int) -> str | None:
+        """What the (whole) packet at ``pos`` is when it is not a row: "long", "error" or "eof"."""
+        n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+        first = buf[pos + 4] if n else 0
+        if n == MAX_PACKET:
+            return "long"
+        if first == 0xFF:
+            return "error"
+        return "eof" if first == 0xFE and n < 9 else None
+
+    @staticmethod
+    def _first_not_row(buf: bytearray, starts: list[int]) -> int:
+        """The index of the first packet of ``starts`` that is not a row (``_kind``), else len(starts)."""
+        import numpy as np
+
+        view = np.frombuffer(buf, dtype=np.uint8)
+        at = np.array(starts, dtype=np.int64)
+        n = view[at] | view[at + 1].astype(np.int64) << 8 | view[at + 2].astype(np.int64) << 16
+        first = np.where(n > 0, view[np.minimum(at + 4, len(view) - 1)], 0)
+        odd = np.flatnonzero((n == MAX_PACKET) | (first == 0xFF) | ((first == 0xFE) & (n < 9)))
+        return int(odd[0]) if len(odd) else len(starts)
+
     def chunks(self) -> Iterator[tuple[bytes, np.ndarray]]:
         import numpy as np
 
@@ -490,41 +515,42 @@ class TextRows:
         starts: list[int] = []
         pos = 0
         while True:
-            size = len(buf)
-            stop = None  # what the packet at pos is when it is not a row: "eof", "error", "long"
-            while pos + 4 <= size:
-                n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
-                end = pos + 4 + n
-                if end > size:
-                    break
-                first = buf[pos + 4] if n else 0
-                if n == MAX_PACKET:
-                    stop = "long"
-                    break
-                if first == 0xFF or (first == 0xFE and n < 9):
-                    stop = "error" if first == 0xFF else "eof"
-                    break
+            # Every whole packet from pos: the one Python step per row. Whether one is not a row is
+            # checked for all of them at once, when a chunk is full or the last one may end the result.
+            limit = len(buf) - 4
+            while pos <= limit:
                 starts.append(pos)
-                pos = end
-            if starts and (stop is not None or pos >= self.CHUNK):
-                data = bytes(buf[:pos])
-                del buf[:pos]
-                yield data, np.array(starts, dtype=np.int64)
-                starts, pos = [], 0
-            if stop == "eof":
-                del buf[:]
-                self._finish()
-                return
-            if stop == "error":
-                n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
-                self._finish()
-                pymysql.err.raise_mysql_exception(bytes(buf[pos + 4:pos + 4 + n]))
-            if stop == "long":
-                yield self._long_row(), np.zeros(1, dtype=np.int64)
+                pos += 4 + (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16)
+            if pos > len(buf):  # the last packet has not fully arrived
+                pos = starts.pop()
+            if not starts or (pos < self.CHUNK and self._kind(buf, starts[-1]) is None):
+                missing = 0
+                if len(buf) - pos >= 4:
+                    missing = pos + 4 + (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16) - len(buf)
+                self._more(missing)
                 continue
-            missing = (pos + 4 + (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16) - len(buf)
-                       if pos + 4 <= len(buf) else 0)
-            self._more(missing)
+            k = self._first_not_row(buf, starts)
+            odd = k < len(starts)  # a whole packet that is not a row starts at starts[k]
+            if odd:
+                pos = starts[k]
+            if k:
+                data = bytes(buf[:pos])
+                rows = np.array(starts[:k], dtype=np.int64)
+                del buf[:pos]
+                yield data, rows
+            starts, pos = [], 0
+            if odd:
+                kind = self._kind(buf, 0)
+                if kind == "eof":
+                    del buf[:]
+                    self._finish()
+                    return
+                if kind == "error":
+                    n = buf[0] | buf[1] << 8 | buf[2] << 16
+                    self._finish()
+                    pymysql.err.raise_mysql_exception(bytes(buf[4:4 + n]))
+                if kind == "long":
+                    yield self._long_row(), np.zeros(1, dtype=np.int64)
 
 
 def parse_mysql_uri(uri: str, what: str = "--source", user_optional: bool = False) -> tuple[str, str, int, str]:

@@ -90,6 +90,11 @@ def test_a_row_longer_than_a_packet_is_one_row() -> None:
     exact = b"e" * (MAX_PACKET - 5)  # payload exactly one full packet: an empty packet follows it
     data = [[b"a", big], [b"b", None], [b"c", exact], [b"d", b"end"]]
     assert columns(reader(stream(data), 1 << 16), 2) == data
+    # the last packet of a long row looks like an EOF packet (5 bytes from 0xFE): still part of the row
+    tricky: list[bytes | None] = [b"t" * (MAX_PACKET - 5), b"\xfe\x00\x00\x02\x00"]
+    assert sum(len(lenenc(v)) for v in tricky) == MAX_PACKET + 5
+    for chunk in (1, 1 << 20):
+        assert columns(reader(stream([tricky, [b"after", b""]]), chunk), 2) == [tricky, [b"after", b""]]
 
 
 def test_an_error_packet_mid_result_raises_the_servers_error() -> None:
