@@ -362,6 +362,12 @@ def stmt_execute(conn: LoadConnection, payloads: list[bytes]) -> tuple[int, int]
     return rows, warnings
 
 
+def _statement(conn: pymysql.connections.Connection, sql: str, params: Any) -> str:
+    """``sql`` with its parameters as literals (pymysql's escaping)."""
+    with conn.cursor() as cur:
+        return str(cur.mogrify(sql, tuple(params)))
+
+
 class RawRows:
     """A prepared SELECT's binary row packets as the raw bytes on the socket (pymysql, unbuffered).
 
@@ -378,9 +384,7 @@ class RawRows:
 
     def query(self, sql: str, params: Any) -> list[tuple[int, int]]:
         """Prepare ``sql`` (%-formatted with ``params``): each result column's (type code, length)."""
-        with self.conn.cursor() as cur:
-            text = cur.mogrify(sql, tuple(params))
-        self.stmt_id, _params, fields = _prepare(self.conn, text)
+        self.stmt_id, _params, fields = _prepare(self.conn, _statement(self.conn, sql, params))
         return [(f.type_code, f.length) for f in fields]
 
     def execute(self) -> int:
@@ -407,11 +411,8 @@ class RawRows:
         return bool(self.conn._read_packet().is_eof_packet())
 
     def close(self) -> None:
-        """Close the connection, mid-result or not (pymysql would otherwise read the rest of the
-        result when it collects it, from a closed socket)."""
-        result = self.conn._result
-        if result is not None:
-            result.unbuffered_active = False
+        """Close the connection, mid-result or not (the prepared statement's rows were read past
+        pymysql, which holds no result for them)."""
         try:
             self.conn.close()
         except (pymysql.MySQLError, OSError):
@@ -442,14 +443,12 @@ class TextRows:
         self._buf = bytearray()
 
     def query(self, sql: str, params: Any) -> int:
-        """Run ``sql``: the number of columns of its result."""
-        with self.conn.cursor() as cur:
-            text = cur.mogrify(sql, tuple(params))
-        self.conn.query(text, unbuffered=True)
+        """Run ``sql`` (%-formatted with ``params``): the number of columns of its result."""
+        self.conn.query(_statement(self.conn, sql, params), unbuffered=True)
         return len(self.conn._result.fields or ())
 
     def _more(self, need: int = 0) -> None:
-        """Append what has arrived (up to ``CHUNK`` bytes), or at least ``need`` bytes."""
+        """Append what has arrived (up to ``READ`` bytes), or ``need`` bytes when that is more."""
         rfile = self.conn._rfile
         # read1 allocates the size it is asked for: READ (64 KiB) stays below malloc's mmap threshold
         got = rfile.read(need) if need > self.READ else rfile.read1(self.READ)
@@ -476,7 +475,7 @@ class TextRows:
         while True:
             while len(self._buf) < pos + 4:
                 self._more(pos + 4 - len(self._buf))
-            n = int.from_bytes(self._buf[pos:pos + 3], "little")
+            n = self._length(self._buf, pos)
             while len(self._buf) < pos + 4 + n:
                 self._more(pos + 4 + n - len(self._buf))
             payloads.append(bytes(self._buf[pos + 4:pos + 4 + n]))
@@ -486,9 +485,13 @@ class TextRows:
                 return b"\xff\xff\xff\0" + b"".join(payloads)  # length MAX_PACKET: to the end of the chunk
 
     @staticmethod
-    def _kind(buf: bytearray, pos: int) -> str | None:
+    def _length(buf: bytearray, pos: int) -> int:
+        """The payload length in the packet header at ``pos``."""
+        return buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+
+    def _kind(self, buf: bytearray, pos: int) -> str | None:
         """What the (whole) packet at ``pos`` is when it is not a row: "long", "error" or "eof"."""
-        n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+        n = self._length(buf, pos)
         first = buf[pos + 4] if n else 0
         if n == MAX_PACKET:
             return "long"
@@ -526,7 +529,7 @@ class TextRows:
             if not starts or (pos < self.CHUNK and self._kind(buf, starts[-1]) is None):
                 missing = 0
                 if len(buf) - pos >= 4:
-                    missing = pos + 4 + (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16) - len(buf)
+                    missing = pos + 4 + self._length(buf, pos) - len(buf)
                 self._more(missing)
                 continue
             k = self._first_not_row(buf, starts)
@@ -546,7 +549,7 @@ class TextRows:
                     self._finish()
                     return
                 if kind == "error":
-                    n = buf[0] | buf[1] << 8 | buf[2] << 16
+                    n = self._length(buf, 0)
                     self._finish()
                     pymysql.err.raise_mysql_exception(bytes(buf[4:4 + n]))
                 if kind == "long":

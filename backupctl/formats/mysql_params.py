@@ -84,15 +84,19 @@ def lenenc_matrix(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, size
 
 
+def rows_of(matrix: np.ndarray, keep: np.ndarray) -> pa.Array:
+    """Row i of a uint8 matrix, only the bytes ``keep[i]`` marks, as a binary array."""
+    offsets = np.zeros(len(matrix) + 1, dtype=np.int64)
+    np.cumsum(keep.sum(axis=1), out=offsets[1:])
+    return pa.Array.from_buffers(pa.large_binary(), len(matrix),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(matrix[keep].tobytes())])
+
+
 def lenenc_prefixes(lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
     """The length-encoded integer before every value of ``lengths``; for a NULL nothing (the NULL
     bitmap says it)."""
     matrix, size = lenenc_matrix(lengths)
-    size = np.where(valid, size, 0)
-    offsets = np.zeros(len(size) + 1, dtype=np.int64)
-    np.cumsum(size, out=offsets[1:])
-    data = matrix[np.arange(9)[None, :] < size[:, None]]
-    return pa.Array.from_buffers(pa.large_binary(), len(size), [None, pa.py_buffer(offsets), pa.py_buffer(data.tobytes())])
+    return rows_of(matrix, np.arange(9)[None, :] < np.where(valid, size, 0)[:, None])
 
 
 def lenenc_values(arr: pa.Array) -> list[pa.Array]:

@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from backupctl.formats.mysql_params import join_rows, lenenc_matrix, row_offsets
+from backupctl.formats.mysql_params import join_rows, lenenc_matrix, row_offsets, rows_of
 from backupctl.formats.parquet import _plain_decimal
 
 MAX_PAYLOAD = 0xFFFFFF  # a row of this many bytes or more spans packets: not encoded
@@ -97,14 +97,11 @@ class Block:
         return np.arange(self.matrix.shape[1])[None, :] < self.used[:, None]
 
 
-def _binary(blocks: list[Block], n: int) -> pa.Array:
+def _binary(blocks: list[Block]) -> pa.Array:
     """Blocks side by side, row by row, as one binary array (only the bytes each row uses)."""
-    matrix = blocks[0].matrix if len(blocks) == 1 else np.concatenate([b.matrix for b in blocks], axis=1)
-    keep = blocks[0].keep() if len(blocks) == 1 else np.concatenate([b.keep() for b in blocks], axis=1)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(sum(b.used for b in blocks), out=offsets[1:])
-    data = matrix[keep]
-    return pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data.tobytes())])
+    if len(blocks) == 1:
+        return rows_of(blocks[0].matrix, blocks[0].keep())
+    return rows_of(np.concatenate([b.matrix for b in blocks], axis=1), np.concatenate([b.keep() for b in blocks], axis=1))
 
 
 def _le(matrix: np.ndarray, at: int, values: np.ndarray, width: int) -> None:
@@ -177,7 +174,7 @@ def _lenenc(arr: pa.Array, valid: np.ndarray) -> tuple[Block, pa.Array]:
     return Block(matrix, np.where(valid, size, 0)), (pc.fill_null(arr, b"") if arr.null_count else arr)
 
 
-def column_values(arr: pa.Array, col: dict[str, Any], field: tuple[int, int],
+def column_bytes(arr: pa.Array, col: dict[str, Any], field: tuple[int, int],
                   valid: np.ndarray) -> tuple[Block, pa.Array | None]:
     """One column's bytes in a binary row: a block of fixed-size fields (a NULL's row empty), and the
     variable bytes after it (length-encoded columns), or None."""
@@ -225,7 +222,7 @@ def row_packets(batch: pa.RecordBatch, columns: Sequence[dict[str, Any]], fields
     runs: list[list[Block] | pa.Array] = [[Block(head, np.full(n, head.shape[1]))]]
     size = np.full(n, 1 + bitmap.shape[1], dtype=np.int64)
     for i, col in enumerate(columns):
-        block, data = column_values(arrays[i], col, fields[i], valid[i])
+        block, data = column_bytes(arrays[i], col, fields[i], valid[i])
         size += block.used
         run = runs[-1]
         if isinstance(run, list):
@@ -241,6 +238,6 @@ def row_packets(batch: pa.RecordBatch, columns: Sequence[dict[str, Any]], fields
     head[:, 3] = (seq + np.arange(n)) % 256
     head[:, 4] = 0
     head[:, 5:] = bitmap
-    packets = join_rows([_binary(run, n) if isinstance(run, list) else run for run in runs])
+    packets = join_rows([_binary(run) if isinstance(run, list) else run for run in runs])
     data, offsets = packets.buffers()[2], row_offsets(packets)
     return bytes(memoryview(data)[int(offsets[0]):int(offsets[-1])]), (seq + n) % 256
