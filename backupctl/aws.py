@@ -68,7 +68,7 @@ def validate_region(region: str | None, what: str = "region") -> str:
     if not _REGION_RE.match(region):
         raise InvalidInput(f"invalid {what} '{region}': expected a name like us-east-1")
     known: set[str] = set()
-    session = boto3.session.Session()
+    session = _session(None)  # the process's shared session: its endpoint data is parsed once (~0.1 s)
     for partition in session.get_available_partitions():
         known.update(session.get_available_regions("dynamodb", partition_name=partition))
     if known and region not in known:

@@ -198,8 +198,10 @@ def entry() -> None:
     boto3's service models, pyarrow, numpy) took 0.4-0.6 s after a 1M-row restore on a 2-core VM,
     every one of them, for nothing the OS does not do on exit. Once ``main`` is done, the atexit
     handlers (logging, multiprocessing, weakref finalizers such as temporary directories) run and the
-    standard streams are flushed, then the process exits. Only when no other thread is left: a
-    thread still running gets Python's normal shutdown, which joins it. Tests call ``main``.
+    standard streams are flushed, then the process exits. Only when no other non-daemon thread is
+    left: such a thread gets Python's normal shutdown, which joins it. Daemon threads are never joined
+    (Python's shutdown stops them too); the one a run of worker processes leaves, multiprocessing's
+    ``QueueFeederThread``, is flushed by multiprocessing's own atexit handler. Tests call ``main``.
 
     The cyclic garbage collector runs less often (``GC_THRESHOLDS``, inherited by forked workers):
     the drivers' row tuples set off a young collection every 700 allocations, ~5% of a 1M-row
@@ -211,7 +213,7 @@ def entry() -> None:
         main()
     except SystemExit as e:
         code = e.code
-    if threading.active_count() > 1:
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(code)
     atexit._run_exitfuncs()
     status = code if isinstance(code, int) else (0 if code is None else 1)
