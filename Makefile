@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# bytecode, as a non-editable install has it (PYTHONDONTWRITEBYTECODE=1 would recompile every run)
+	$(BIN)/python -m compileall -q backupctl spark_jobs
 	@touch $(STAMP)
 
 demo: $(STAMP)
