@@ -325,6 +325,17 @@ def _prepare(conn: Any, sql: str) -> tuple[int, int, list[Any]]:
     return stmt_id, params, fields
 
 
+COM_STMT_CLOSE = 0x19
+
+
+def declared_fields(conn: Any, sql: str, params: Any = ()) -> list[tuple[int, int]]:
+    """Each result column's declared (type code, length) of ``sql`` (%-formatted with ``params``), from
+    a ``COM_STMT_PREPARE`` whose statement is closed again (``COM_STMT_CLOSE`` has no reply)."""
+    stmt_id, _params, fields = _prepare(conn, _statement(conn, sql, params))
+    conn._execute_command(COM_STMT_CLOSE, struct.pack("<I", stmt_id))
+    return [(f.type_code, f.length) for f in fields]
+
+
 PIPELINE_DEPTH = 32  # statements written ahead of their replies (the replies stay a few KiB)
 
 

@@ -138,17 +138,26 @@ class ParamRows:
     [start, start + k) for a statement of k rows' placeholders."""
 
     def __init__(self, batch: pa.RecordBatch, columns: Sequence[dict[str, Any]]) -> None:
-        self.num_rows = batch.num_rows
-        self.ncols = len(columns)
         pieces: list[pa.Array] = []
         for i, col in enumerate(columns):
             pieces += column_values(batch.column(i), col)
-        rows = join_rows(pieces)
-        self._data, self._offsets = rows.buffers()[2], row_offsets(rows)
         nulls = [np.asarray(pc.is_null(batch.column(i)).to_numpy(zero_copy_only=False), dtype=bool)
-                 for i in range(self.ncols)]
-        self._nulls = np.stack(nulls, axis=1) if nulls else np.zeros((self.num_rows, 0), dtype=bool)
-        self._types = b"".join(struct.pack("<BB", *param_type(c)) for c in columns)
+                 for i in range(len(columns))]
+        self._set(join_rows(pieces), np.stack(nulls, axis=1) if nulls else np.zeros((batch.num_rows, 0), dtype=bool),
+                  b"".join(struct.pack("<BB", *param_type(c)) for c in columns))
+
+    @classmethod
+    def of_values(cls, values: pa.Array, nulls: np.ndarray, types: bytes) -> ParamRows:
+        """Rows already encoded: ``values`` (large_binary) holds each row's parameter values side by
+        side, ``nulls`` is the (rows, columns) NULL matrix, ``types`` one row's (type, flags) pairs."""
+        rows = cls.__new__(cls)
+        rows._set(values, nulls, types)
+        return rows
+
+    def _set(self, values: pa.Array, nulls: np.ndarray, types: bytes) -> None:
+        self.num_rows, self.ncols = nulls.shape
+        self._data, self._offsets = values.buffers()[2] or pa.py_buffer(b""), row_offsets(values)
+        self._nulls, self._types = nulls, types
 
     def row_bytes(self, start: int, k: int) -> int:
         """Bytes of the values of rows [start, start + k)."""

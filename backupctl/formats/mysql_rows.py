@@ -44,7 +44,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from backupctl.formats.mysql_params import join_rows, lenenc_matrix, row_offsets, rows_of
+from backupctl.formats.mysql_params import (
+    TYPE_BLOB,
+    TYPE_STRING,
+    UNSIGNED,
+    join_rows,
+    lenenc_matrix,
+    row_offsets,
+    rows_of,
+)
 from backupctl.formats.parquet import _plain_decimal
 
 MAX_PAYLOAD = 0xFFFFFF  # a row of this many bytes or more spans packets: not encoded
@@ -198,46 +206,90 @@ def column_bytes(arr: pa.Array, col: dict[str, Any], field: tuple[int, int],
     return _lenenc(arr, valid)
 
 
+class BinaryRows:
+    """A batch's rows as the binary protocol carries their values: each row's non-NULL values side by
+    side (``values``, large_binary) and the (rows, columns) NULL matrix (``nulls``).
+
+    The same bytes are a binary result row's values and a ``COM_STMT_EXECUTE``'s parameter values
+    (``param_types`` says which parameter type carries each declared column type): a restore encodes
+    a batch once, sends it as prepared INSERTs (``mysql_params.ParamRows.of_values``) and, to prove the
+    part's key range, puts only the row packets' headers and NULL bitmaps in front (``packets``).
+    ``columns`` must be ``encodable`` with ``fields``.
+
+    Fixed-size fields next to each other (integers, dates, a text's length prefix) are laid out as one
+    uint8 matrix and cut per row with one mask; only the texts' bytes are joined in between
+    (``join_rows``): fewer, larger pieces to join.
+    """
+
+    def __init__(self, batch: pa.RecordBatch, columns: Sequence[dict[str, Any]],
+                 fields: Sequence[tuple[int, int]]) -> None:
+        n = batch.num_rows
+        arrays = [_plain(batch.column(i)) for i in range(len(columns))]
+        valid = [_valid(a) for a in arrays]
+        self.nulls = ~np.stack(valid, axis=1) if valid else np.zeros((n, 0), dtype=bool)
+        runs: list[list[Block] | pa.Array] = []
+        for i, col in enumerate(columns):
+            block, data = column_bytes(arrays[i], col, fields[i], valid[i])
+            run = runs[-1] if runs else None
+            if isinstance(run, list):
+                run.append(block)
+            else:
+                runs.append([block])
+            if data is not None:
+                runs.append(data)
+        pieces = [_binary(run) if isinstance(run, list) else run for run in runs]
+        self.values = join_rows(pieces) if pieces else pa.array([b""] * n, pa.large_binary())
+        self.nbytes = int(self.values.nbytes + self.nulls.nbytes)
+
+    def packets(self, seq: int) -> tuple[bytes, int] | None:
+        """The row packets numbered from ``seq``, and the next packet number; None when a row would
+        span packets."""
+        n, ncols = self.nulls.shape
+        if n == 0:
+            return b"", seq
+        nulls = np.zeros((n, ncols + 2), dtype=bool)
+        nulls[:, 2:] = self.nulls
+        bitmap = np.packbits(nulls, axis=1, bitorder="little")
+        size = 1 + bitmap.shape[1] + np.diff(row_offsets(self.values))
+        if size.max() >= MAX_PAYLOAD:
+            return None
+        width = 5 + bitmap.shape[1]
+        head = np.empty((n, width), dtype=np.uint8)
+        head[:, 0], head[:, 1], head[:, 2] = size & 0xFF, (size >> 8) & 0xFF, (size >> 16) & 0xFF
+        head[:, 3] = (seq + np.arange(n)) % 256
+        head[:, 4] = 0
+        head[:, 5:] = bitmap
+        heads = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(np.arange(n + 1, dtype=np.int64) * width),
+                                                             pa.py_buffer(head.tobytes())])
+        rows = join_rows([heads, self.values])
+        data, offsets = rows.buffers()[2], row_offsets(rows)
+        return bytes(memoryview(data)[int(offsets[0]):int(offsets[-1])]), (seq + n) % 256
+
+
+def param_types(columns: Sequence[dict[str, Any]], fields: Sequence[tuple[int, int]]) -> bytes:
+    """One row's (parameter type, flags) pairs for ``BinaryRows`` values: the type whose encoding is
+    the declared column type's (an INT24 or YEAR value is a LONG or SHORT one; BIT(M) goes as bytes,
+    stored as a bit value; texts are STRING, converted from the client character set, bytes BLOB)."""
+    out = bytearray()
+    for col, (type_code, _length) in zip(columns, fields, strict=True):
+        flags = 0
+        if type_code in INT_WIDTH:
+            code = {1: T_TINY, 2: T_SHORT, 4: T_LONG, 8: T_LONGLONG}[INT_WIDTH[type_code]]
+            flags = UNSIGNED if col["kind"] == "uint" else 0
+        elif type_code in (T_FLOAT, T_DOUBLE, T_NEWDECIMAL, T_TIME) or type_code in DATE_TYPES:
+            code = type_code
+        elif type_code == T_BIT or col["kind"] == "binary":
+            code = TYPE_BLOB
+        else:
+            code = TYPE_STRING
+        out += bytes((code, flags))
+    return bytes(out)
+
+
 def row_packets(batch: pa.RecordBatch, columns: Sequence[dict[str, Any]], fields: Sequence[tuple[int, int]],
                 seq: int) -> tuple[bytes, int] | None:
     """The binary row packets of ``batch`` numbered from ``seq``, and the next packet number; None when
-    a column is not encoded (``encodable``) or a row would span packets.
-
-    Fixed-size fields next to each other (the packet header and NULL bitmap, integers, dates, the
-    length prefix of a text) are laid out as one uint8 matrix and cut per row with one mask; only
-    the texts' bytes are joined in between (``join_rows``): fewer, larger pieces to join.
-    """
-    n = batch.num_rows
+    a column is not encoded (``encodable``) or a row would span packets."""
     if not encodable(columns, fields):
         return None
-    if n == 0:
-        return b"", seq
-    arrays = [_plain(batch.column(i)) for i in range(len(columns))]
-    valid = [_valid(a) for a in arrays]
-    nulls = np.zeros((n, len(columns) + 2), dtype=bool)
-    for i, v in enumerate(valid):
-        nulls[:, i + 2] = ~v
-    bitmap = np.packbits(nulls, axis=1, bitorder="little")
-    head = np.empty((n, 5 + bitmap.shape[1]), dtype=np.uint8)
-    runs: list[list[Block] | pa.Array] = [[Block(head, np.full(n, head.shape[1]))]]
-    size = np.full(n, 1 + bitmap.shape[1], dtype=np.int64)
-    for i, col in enumerate(columns):
-        block, data = column_bytes(arrays[i], col, fields[i], valid[i])
-        size += block.used
-        run = runs[-1]
-        if isinstance(run, list):
-            run.append(block)
-        else:
-            runs.append([block])
-        if data is not None:
-            size += np.diff(row_offsets(data))
-            runs.append(data)
-    if size.max() >= MAX_PAYLOAD:
-        return None
-    head[:, 0], head[:, 1], head[:, 2] = size & 0xFF, (size >> 8) & 0xFF, (size >> 16) & 0xFF
-    head[:, 3] = (seq + np.arange(n)) % 256
-    head[:, 4] = 0
-    head[:, 5:] = bitmap
-    packets = join_rows([_binary(run) if isinstance(run, list) else run for run in runs])
-    data, offsets = packets.buffers()[2], row_offsets(packets)
-    return bytes(memoryview(data)[int(offsets[0]):int(offsets[-1])]), (seq + n) % 256
+    return BinaryRows(batch, columns, fields).packets(seq)

@@ -25,7 +25,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import pymysql
 
@@ -33,7 +33,7 @@ from backupctl.engines.local import TaskContext
 from backupctl.errors import BackupctlError, Conflict, FormatError, Interrupted
 from backupctl.formats.dynamodb_json import Digest
 from backupctl.formats.mysql_params import MAX_PARAMS, ParamRows
-from backupctl.formats.mysql_rows import encodable, row_packets
+from backupctl.formats.mysql_rows import BinaryRows, encodable, param_types, row_packets
 from backupctl.formats.parquet import (
     batches_equal,
     hash_sum,
@@ -55,6 +55,7 @@ from backupctl.mysql_conn import (
     INFILE_NAME,
     MySQLSettings,
     RawRows,
+    declared_fields,
     error_code,
     load_data,
     quote_ident,
@@ -66,7 +67,7 @@ from backupctl.mysql_conn import (
 )
 from backupctl.repository import task_store
 from backupctl.retry import RetryPolicy, policy_from_env
-from backupctl.sources.mysql import read_columns, table_ref
+from backupctl.sources.mysql import read_back_sql, read_columns, table_ref
 
 MODES = ("new", "upsert", "replace", "truncate", "append")
 # A key range read back is first compared as the server's bytes (formats.mysql_rows); tests switch it off
@@ -290,10 +291,15 @@ class PreparedInsert:
     """
 
     def __init__(self, conn: Any, database: str, table: str, columns: list[dict[str, Any]],
-                 gate: AbstractContextManager[Any] | None = None) -> None:
+                 gate: AbstractContextManager[Any] | None = None,
+                 fields: list[tuple[int, int]] | None = None) -> None:
         self.conn = conn
         self.gate = gate or nullcontext()
         self.columns = columns
+        # the table's declared column types: values then go in their binary-row form (BinaryRows)
+        self.fields = fields if fields is not None and encodable(columns, fields) else None
+        self.types = param_types(columns, self.fields) if self.fields is not None else b""
+        self.last: BinaryRows | None = None  # the last batch's encoded rows (declared types only)
         # quote_ident doubles '%' for pymysql's %-formatting, which a prepared statement never gets
         self.head = (f"INSERT INTO {table_ref(database, table)} "
                      f"({', '.join(quote_ident(c['name']) for c in columns)}) VALUES ") % ()
@@ -312,7 +318,11 @@ class PreparedInsert:
 
     def insert(self, batch: Any) -> tuple[int, int, int]:
         """Insert a batch: (rows inserted, warnings, first row not sent: the batch's length if all were)."""
-        rows = ParamRows(batch, self.columns)
+        if self.fields is not None:
+            self.last = BinaryRows(batch, self.columns, self.fields)
+            rows = ParamRows.of_values(self.last.values, self.last.nulls, self.types)
+        else:
+            rows = ParamRows(batch, self.columns)
         n, start = batch.num_rows, 0
         avg = max(1, rows.row_bytes(0, n) // max(1, n))
         per = max(1, min(self.max_rows, INSERT_STATEMENT_BYTES // avg))
@@ -366,42 +376,33 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
     key_pos = [[c["name"] for c in columns].index(k) for k in pk]
     ends: dict[str, list[Any]] = {}
     what = f"loading part {part['key']} into {spec['database']}.{spec['table']}"
-    # the batches the last attempt decoded, kept for the key-range comparison (None: read the part again)
-    kept: dict[str, Any] = {"batches": None, "bytes": 0}
-
     with tempfile.TemporaryFile(prefix="backupctl-load-") as tmp:
         sha = store.download_to(spec["snapshot_prefix"] + part["key"], tmp)
         if sha != part["sha256"]:
             raise FormatError(f"part {part['key']} is corrupt: sha256 {sha} != manifest {part['sha256']}")
-
-        def part_batches(rows: int) -> Iterator[Any]:
-            """The part's batches (``rows`` each when read again) for its key-range comparison."""
-            if kept["batches"] is not None:
-                return iter(kept["batches"])
-            tmp.seek(0)
-            return iter_part_batches(tmp, columns, rows, what=f"part {part['key']}")
+        kept = KeptPart(tmp, columns, f"part {part['key']}")
 
         def attempt() -> None:
-            kept["batches"], kept["bytes"] = ([] if pk else None), 0
             conn = settings.connect_load()
             inserter = None
             try:
                 session_setup(conn)
                 conn.autocommit(False)
                 if spec.get("load_method") == "insert":
-                    inserter = PreparedInsert(conn, spec["database"], spec["table"], columns, send_gate)
+                    fields = (declared_fields(conn, read_back_sql(spec["database"], spec["table"], columns, "1 = 0"))
+                              if pk else None)
+                    inserter = PreparedInsert(conn, spec["database"], spec["table"], columns, send_gate, fields)
+                # a part loaded whole in this attempt by binary rows keeps those (its packets are then
+                # only their headers away); else its decoded batches
+                kept.start(bool(pk) and COMPARE_ROW_BYTES and inserter is not None and inserter.fields is not None
+                           and state["committed"] == 0, inserter.fields if inserter is not None else None, bool(pk))
                 tmp.seek(0)
                 pos = 0
                 for batch in iter_part_batches(tmp, columns, LOAD_ROWS, what=f"part {part['key']}"):
                     if ctx.stopped:
                         raise Interrupted("stopped")
                     n = batch.num_rows
-                    if kept["batches"] is not None:
-                        kept["bytes"] += batch.nbytes
-                        if kept["bytes"] <= KEEP_DECODED_BYTES:
-                            kept["batches"].append(batch)
-                        else:
-                            kept["batches"] = None
+                    kept.add_batch(batch)
                     if key_pos and n:
                         if pos == 0:
                             ends["first"] = [batch.column(i)[0].as_py() for i in key_pos]
@@ -413,6 +414,7 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
                     if pos >= state["committed"]:
                         if inserter is not None:
                             _insert_batch(inserter, sql, batch, columns, what)
+                            kept.add_rows(inserter.last)
                         else:
                             _load_batch(conn, sql, batch, columns, what)
                         conn.commit()
@@ -437,10 +439,54 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
         result = _part_result(spec, state, hash_rows)
         if pk:
             with send_gate or nullcontext():  # a read-back takes a place on the server as loads do
-                how = _range_matches(spec, settings, pk, ends, part_batches) if ends else None
+                how = _range_matches(spec, settings, pk, ends, kept) if ends else None
             result["range_verified"] = how is not None
             result["range_compared"] = how
     return result
+
+
+class KeptPart:
+    """What a part's last load attempt kept for its key-range comparison, within ``KEEP_DECODED_BYTES``:
+    the binary rows it sent (``encoded``: the byte comparison needs nothing else), or else the batches
+    it decoded (``batches``). Past the bound, for rows not sent in that attempt, or for the value
+    comparison after binary rows were kept (a byte mismatch: rare), the part is read again from its file."""
+
+    def __init__(self, tmp: IO[bytes], columns: list[dict[str, Any]], what: str) -> None:
+        self.tmp, self.columns, self.what = tmp, columns, what
+        self.fields: list[tuple[int, int]] | None = None
+        self.rows: list[BinaryRows] | None = None
+        self._batches: list[Any] | None = None
+        self.bytes = 0
+
+    def start(self, keep_rows: bool, fields: list[tuple[int, int]] | None, keep: bool) -> None:
+        """A new attempt: keep its binary rows (encoded with ``fields``), else its batches when ``keep``."""
+        self.fields = fields if keep_rows else None
+        self.rows = [] if keep_rows else None
+        self._batches = [] if keep and not keep_rows else None
+        self.bytes = 0
+
+    def _fits(self, nbytes: int) -> bool:
+        self.bytes += nbytes
+        return self.bytes <= KEEP_DECODED_BYTES
+
+    def add_batch(self, batch: Any) -> None:
+        if self._batches is not None:
+            self._batches = self._batches + [batch] if self._fits(batch.nbytes) else None
+
+    def add_rows(self, rows: BinaryRows | None) -> None:
+        if self.rows is not None:
+            self.rows = self.rows + [rows] if rows is not None and self._fits(rows.nbytes) else None
+
+    def encoded(self, fields: list[tuple[int, int]]) -> list[BinaryRows] | None:
+        """The part's rows in binary form for these declared types, when kept."""
+        return self.rows if self.rows is not None and self.fields == fields else None
+
+    def batches(self, rows: int) -> Iterator[Any]:
+        """The part's batches (``rows`` each when read again)."""
+        if self._batches is not None:
+            return iter(self._batches)
+        self.tmp.seek(0)
+        return iter_part_batches(self.tmp, self.columns, rows, what=self.what)
 
 
 def _part_result(spec: TaskSpec, state: dict[str, int], hash_rows: bool) -> dict[str, Any]:
@@ -454,7 +500,7 @@ def _part_result(spec: TaskSpec, state: dict[str, int], hash_rows: bool) -> dict
 
 
 def _range_matches(spec: TaskSpec, settings: MySQLSettings, pk: list[str], ends: dict[str, list[Any]],
-                   part_batches: Callable[[int], Iterator[Any]]) -> str | None:
+                   part: KeptPart) -> str | None:
     """How the table's rows between the part's first and last key were proven exactly the part's rows
     (``"bytes"``, ``"values"``), or None when they are not.
 
@@ -462,8 +508,7 @@ def _range_matches(spec: TaskSpec, settings: MySQLSettings, pk: list[str], ends:
     manifest's): first the server's reply byte for byte with the row packets the part's values make
     (``_range_bytes_match``, docs/adr/0021), else value for value in Arrow (``batches_equal``). The
     part's own order is the key order the snapshot read it in. Any difference, or any other row in the
-    range, returns None. ``part_batches(rows)`` gives the part's batches: those the load decoded when
-    kept (``KEEP_DECODED_BYTES``), else read again ``rows`` at a time.
+    range, returns None. ``part`` gives the part's rows as the load kept them (``KeptPart``).
     """
     from backupctl.sources.mysql import FETCH_ROWS, key_range_where, reading_back
 
@@ -474,20 +519,19 @@ def _range_matches(spec: TaskSpec, settings: MySQLSettings, pk: list[str], ends:
         return [sql_value(normalize(v, kinds[k]), kinds[k]) for k, v in zip(pk, values, strict=True)]
 
     where, args = key_range_where(pk, params(ends["first"]), params(ends["last"]))
-    if _range_bytes_match(spec, settings, pk, where, args, part_batches):
+    if _range_bytes_match(spec, settings, pk, where, args, part):
         return "bytes"
     with reading_back(settings, spec["database"], spec["table"], columns, where, args, order_by=pk) as table_rows:
-        same = batches_equal(part_batches(FETCH_ROWS), table_rows)
+        same = batches_equal(part.batches(FETCH_ROWS), table_rows)
     return "values" if same else None
 
 
 def _range_bytes_match(spec: TaskSpec, settings: MySQLSettings, pk: list[str], where: str, args: list[Any],
-                       part_batches: Callable[[int], Iterator[Any]]) -> bool:
+                       part: KeptPart) -> bool:
     """Whether the server's reply to the range's prepared SELECT is, byte for byte, the binary row
     packets of the part (``formats.mysql_rows``) and ends there. False for any difference, error or
-    declared column type not encoded: the caller then compares values."""
-    from backupctl.sources.mysql import read_back_sql
-
+    declared column type not encoded: the caller then compares values. The packets are the binary rows
+    the load sent when it kept them for these declared types, else built from the part's batches."""
     columns = spec["columns"]
     if not COMPARE_ROW_BYTES:
         return False
@@ -502,8 +546,10 @@ def _range_bytes_match(spec: TaskSpec, settings: MySQLSettings, pk: list[str], w
         if not encodable(columns, fields):
             return False
         seq = rows.execute()
-        for batch in part_batches(LOAD_ROWS):
-            packets = row_packets(batch, columns, fields, seq)
+        encoded = part.encoded(fields)
+        for chunk in (encoded if encoded is not None else part.batches(LOAD_ROWS)):
+            packets = (chunk.packets(seq) if isinstance(chunk, BinaryRows)
+                       else row_packets(chunk, columns, fields, seq))
             if packets is None or not rows.matches(packets[0]):
                 return False
             seq = packets[1]

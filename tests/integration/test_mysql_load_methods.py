@@ -261,3 +261,72 @@ def test_a_value_the_target_refuses_is_one_line_by_either_method(cli: Any, dbs: 
     line = r.err.strip().splitlines()[-1]  # after the progress line
     assert line.startswith("error: ") and "the server did not take every value as it is (4025: CONSTRAINT `small` failed" in line
     assert rows_of(dst, "checked") == []
+
+
+def test_every_type_goes_as_the_tables_binary_rows_and_lands_as_the_text_parameters_do(dbs: tuple[str, str]) -> None:
+    """Given the table's declared column types, a batch is sent as binary rows (integers at their width,
+    dates and times as structs, BIT as bytes, YEAR as SHORT: ``formats.mysql_rows.BinaryRows``) and kept
+    for the key-range comparison; every value of the every-type table lands exactly as with the
+    per-kind parameters (text for dates, DECIMAL and TIME), and the kept rows are the row packets the
+    server sends back for the table."""
+    from backupctl.formats.mysql_rows import row_packets
+    from backupctl.mysql_conn import RawRows, declared_fields
+    from backupctl.sources.mysql import describe_table, fetch_batches, read_back_sql
+    from tests.integration.test_mysql_cli import create_types_table, fetch, typed
+
+    src, dst = dbs
+    create_types_table(src, "types", extra_rows=20)
+    c = connect(src)
+    info = describe_table(c, src, "types")
+    columns = info.stored
+    with c.cursor() as cur:
+        cur.execute("SHOW CREATE TABLE types")
+        ddl = str(cur.fetchone()[1])
+    batches = [b for b, _n in fetch_batches(c, read_back_sql(src, "types", columns, "", info.primary_key), [], columns)]
+    c.close()
+    c = connect(dst)
+    with c.cursor() as cur:
+        cur.execute(ddl.replace("CREATE TABLE `types`", "CREATE TABLE `as_binary`", 1))
+        cur.execute(ddl.replace("CREATE TABLE `types`", "CREATE TABLE `as_text`", 1))
+    c.close()
+    sent: dict[str, Any] = {}
+    for table in ("as_binary", "as_text"):
+        conn = settings(dst).connect_load()
+        try:
+            mysql_target.session_setup(conn)
+            conn.autocommit(False)
+            sql = read_back_sql(dst, table, columns, "1 = 0")
+            fields = declared_fields(conn, sql) if table == "as_binary" else None
+            ins = mysql_target.PreparedInsert(conn, dst, table, columns, fields=fields)
+            assert (ins.fields is not None) == (table == "as_binary")
+            kept = []
+            for batch in batches:
+                assert ins.insert(batch) == (batch.num_rows, 0, batch.num_rows)
+                kept.append(ins.last)
+            conn.commit()
+            sent[table] = (fields, kept)
+        finally:
+            conn.close()
+    want = typed(fetch(src, "types"))
+    assert typed(fetch(dst, "as_binary")) == want and typed(fetch(dst, "as_text")) == want
+    c = connect(dst)
+    with c.cursor() as cur:
+        cur.execute(f"CHECKSUM TABLE as_binary, as_text, `{src}`.types")
+        sums = {str(r[0]).split(".")[-1]: r[1] for r in cur.fetchall()}
+    c.close()
+    assert sums["as_binary"] == sums["as_text"] == sums["types"]
+    fields, kept = sent["as_binary"]
+    assert sent["as_text"][1] == [None] * len(batches)  # no declared types: per-kind parameters, nothing kept
+    # the kept rows, with headers, are what the server sends for a prepared SELECT of the table
+    reader = RawRows(settings(dst).connect())
+    try:
+        assert reader.query(read_back_sql(dst, "as_binary", columns, "", info.primary_key), []) == fields
+        seq = reader.execute()
+        for rows, batch in zip(kept, batches, strict=True):
+            packets = rows.packets(seq)
+            assert packets == row_packets(batch, columns, fields, seq)
+            assert reader.matches(packets[0])
+            seq = packets[1]
+        assert reader.ends(seq)
+    finally:
+        reader.close()
