@@ -471,11 +471,17 @@ class KeptPart:
 
     def add_batch(self, batch: Any) -> None:
         if self._batches is not None:
-            self._batches = self._batches + [batch] if self._fits(batch.nbytes) else None
+            if self._fits(batch.nbytes):
+                self._batches.append(batch)
+            else:
+                self._batches = None
 
     def add_rows(self, rows: BinaryRows | None) -> None:
         if self.rows is not None:
-            self.rows = self.rows + [rows] if rows is not None and self._fits(rows.nbytes) else None
+            if rows is not None and self._fits(rows.nbytes):
+                self.rows.append(rows)
+            else:
+                self.rows = None
 
     def encoded(self, fields: list[tuple[int, int]]) -> list[BinaryRows] | None:
         """The part's rows in binary form for these declared types, when kept."""
