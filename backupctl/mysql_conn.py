@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+import numpy as np
 import pymysql
 import pymysql.cursors
 from pymysql.protocol import FieldDescriptorPacket
@@ -47,13 +48,12 @@ from backupctl.errors import (
     InvalidInput,
     NotFound,
 )
+from backupctl.formats.mysql_params import MAX_PACKET
 from backupctl.passwords import SecretRef
 from backupctl.passwords import resolve_password as _resolve
 from backupctl.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from backupctl.aws import AwsContext
 
 DEFAULT_PORT = 3306
@@ -430,9 +430,6 @@ class RawRows:
             pass
 
 
-MAX_PACKET = 0xFFFFFF  # a payload this long continues in the next packet
-
-
 class TextRows:
     """A SELECT's text-protocol row packets read raw off a pymysql socket, many rows at a time.
 
@@ -513,8 +510,6 @@ class TextRows:
     @staticmethod
     def _first_not_row(buf: bytearray, starts: list[int]) -> int:
         """The index of the first packet of ``starts`` that is not a row (``_kind``), else len(starts)."""
-        import numpy as np
-
         view = np.frombuffer(buf, dtype=np.uint8)
         at = np.array(starts, dtype=np.int64)
         n = view[at] | view[at + 1].astype(np.int64) << 8 | view[at + 2].astype(np.int64) << 16
@@ -523,8 +518,6 @@ class TextRows:
         return int(odd[0]) if len(odd) else len(starts)
 
     def chunks(self) -> Iterator[tuple[bytes, np.ndarray]]:
-        import numpy as np
-
         buf = self._buf
         starts: list[int] = []
         pos = 0

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 from backupctl.formats.parquet import load_texts
 
 MAX_PARAMS = 65_535  # the protocol counts a statement's parameters in 16 bits
+MAX_PACKET = 0xFFFFFF  # a packet's 3-byte length: a payload this long continues in the next packet
 
 TYPE_DOUBLE = 0x05
 TYPE_FLOAT = 0x04
@@ -99,12 +100,18 @@ def lenenc_prefixes(lengths: np.ndarray, valid: np.ndarray) -> pa.Array:
     return rows_of(matrix, np.arange(9)[None, :] < np.where(valid, size, 0)[:, None])
 
 
+def lenenc_parts(arr: pa.Array, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """A text or binary column as its length prefixes (``lenenc_matrix``'s matrix, and the bytes of
+    each row used: none for a NULL) and its bytes (large_binary, a NULL empty)."""
+    arr = arr.cast(pa.large_binary()) if not pa.types.is_large_binary(arr.type) else arr
+    matrix, size = lenenc_matrix(pc.fill_null(pc.binary_length(arr), 0).to_numpy(zero_copy_only=False))
+    return matrix, np.where(valid, size, 0), (pc.fill_null(arr, b"") if arr.null_count else arr)
+
+
 def lenenc_values(arr: pa.Array) -> list[pa.Array]:
     """A text or binary column as [length prefixes, bytes], a NULL as nothing in either."""
-    arr = arr.cast(pa.large_binary()) if not pa.types.is_large_binary(arr.type) else arr
-    valid = np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
-    lengths = pc.fill_null(pc.binary_length(arr), 0).to_numpy(zero_copy_only=False)
-    return [lenenc_prefixes(lengths, valid), pc.fill_null(arr, b"")]
+    matrix, used, data = lenenc_parts(arr, np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool))
+    return [rows_of(matrix, np.arange(9)[None, :] < used[:, None]), data]
 
 
 def join_rows(pieces: list[pa.Array]) -> pa.Array:

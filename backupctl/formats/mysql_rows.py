@@ -45,17 +45,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from backupctl.formats.mysql_params import (
+    MAX_PACKET,
     TYPE_BLOB,
     TYPE_STRING,
     UNSIGNED,
     join_rows,
-    lenenc_matrix,
+    lenenc_parts,
     row_offsets,
     rows_of,
 )
 from backupctl.formats.parquet import _plain_decimal
-
-MAX_PAYLOAD = 0xFFFFFF  # a row of this many bytes or more spans packets: not encoded
 
 # Column type codes of the protocol (include/mysql_com.h: enum_field_types).
 T_NEWDECIMAL, T_TINY, T_SHORT, T_LONG, T_FLOAT, T_DOUBLE = 246, 1, 2, 3, 4, 5
@@ -177,9 +176,8 @@ def _bits(arr: pa.Array, nbits: int, valid: np.ndarray) -> Block:
 
 def _lenenc(arr: pa.Array, valid: np.ndarray) -> tuple[Block, pa.Array]:
     """A text or binary column as its length prefixes (a block) and its bytes (NULLs empty)."""
-    arr = arr.cast(pa.large_binary()) if not pa.types.is_large_binary(arr.type) else arr
-    matrix, size = lenenc_matrix(pc.fill_null(pc.binary_length(arr), 0).to_numpy(zero_copy_only=False))
-    return Block(matrix, np.where(valid, size, 0)), (pc.fill_null(arr, b"") if arr.null_count else arr)
+    matrix, used, data = lenenc_parts(arr, valid)
+    return Block(matrix, used), data
 
 
 def column_bytes(arr: pa.Array, col: dict[str, Any], field: tuple[int, int],
@@ -251,7 +249,7 @@ class BinaryRows:
         nulls[:, 2:] = self.nulls
         bitmap = np.packbits(nulls, axis=1, bitorder="little")
         size = 1 + bitmap.shape[1] + np.diff(row_offsets(self.values))
-        if size.max() >= MAX_PAYLOAD:
+        if size.max() >= MAX_PACKET:  # a row that would span packets: not encoded
             return None
         width = 5 + bitmap.shape[1]
         head = np.empty((n, width), dtype=np.uint8)

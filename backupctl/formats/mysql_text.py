@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 
 from backupctl.errors import FormatError
+from backupctl.formats.mysql_params import MAX_PACKET
 
 NULL = 0xFB
-MAX_PACKET = 0xFFFFFF  # (mysql_conn.MAX_PACKET) a row's header with this length: the row ends with its chunk
 
 
 def text_columns(data: bytes, starts: np.ndarray, ncols: int) -> list[pa.Array]:
@@ -32,7 +32,8 @@ def text_columns(data: bytes, starts: np.ndarray, ncols: int) -> list[pa.Array]:
     n = len(starts)
     buf = np.frombuffer(data, dtype=np.uint8)
     lengths = buf[starts] | buf[starts + 1].astype(np.int64) << 8 | buf[starts + 2].astype(np.int64) << 16
-    ends = np.where(lengths == MAX_PACKET, len(data), starts + 4 + lengths)  # a long row: the whole chunk
+    # a header saying MAX_PACKET is a long row's (mysql_conn.TextRows joins its packets): the whole chunk
+    ends = np.where(lengths == MAX_PACKET, len(data), starts + 4 + lengths)
     bounds = np.empty((n, 2 * ncols), dtype=np.int64)  # per row: each value's prefix start, value start
     valid: list[np.ndarray] = []
     pos = starts + 4

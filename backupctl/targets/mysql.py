@@ -394,8 +394,8 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
                     inserter = PreparedInsert(conn, spec["database"], spec["table"], columns, send_gate, fields)
                 # a part loaded whole in this attempt by binary rows keeps those (its packets are then
                 # only their headers away); else its decoded batches
-                kept.start(bool(pk) and COMPARE_ROW_BYTES and inserter is not None and inserter.fields is not None
-                           and state["committed"] == 0, inserter.fields if inserter is not None else None, bool(pk))
+                whole = COMPARE_ROW_BYTES and inserter is not None and state["committed"] == 0
+                kept.start(inserter.fields if whole and inserter is not None else None, bool(pk))
                 tmp.seek(0)
                 pos = 0
                 for batch in iter_part_batches(tmp, columns, LOAD_ROWS, what=f"part {part['key']}"):
@@ -458,11 +458,12 @@ class KeptPart:
         self._batches: list[Any] | None = None
         self.bytes = 0
 
-    def start(self, keep_rows: bool, fields: list[tuple[int, int]] | None, keep: bool) -> None:
-        """A new attempt: keep its binary rows (encoded with ``fields``), else its batches when ``keep``."""
-        self.fields = fields if keep_rows else None
-        self.rows = [] if keep_rows else None
-        self._batches = [] if keep and not keep_rows else None
+    def start(self, fields: list[tuple[int, int]] | None, keep: bool) -> None:
+        """A new attempt, keeping when ``keep``: its binary rows when it sends them encoded with
+        ``fields``, else its batches."""
+        self.fields = fields if keep else None
+        self.rows = [] if self.fields is not None else None
+        self._batches = [] if keep and self.fields is None else None
         self.bytes = 0
 
     def _fits(self, nbytes: int) -> bool:
