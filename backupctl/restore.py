@@ -354,7 +354,8 @@ def restore_mysql(
     table that holds its parent. Everything the mode refuses (a non-empty
     target for ``new``, a target with another schema for
     upsert/append/truncate, an unconfirmed replace/truncate) is refused before
-    anything is written. After loading, the restored table is read back and
+    anything is written; an append into a table that holds rows goes through a
+    staging table and one INSERT ... SELECT, so a duplicate key writes nothing. After loading, the restored table is read back and
     its rows and digest compared with the snapshot's table digest (unless
     ``verify`` is off, or the target held other rows before an upsert/append:
     then the loaded parts' digests are compared).
@@ -427,6 +428,12 @@ def _restore_mysql(
             actions.append(f"truncate table {table}")
         if not exists:
             actions.append(f"create table {table} from schema.json")
+        # An append into a table that holds rows loads a staging copy first, then moves every row in one
+        # INSERT ... SELECT: a duplicate key (or any failure) leaves the target as it was (docs/adr/0023).
+        stage = mysql_target.stage_name(table) if opts.mode == "append" and exists and not empty else None
+        if stage is not None:
+            actions.append(f"load the rows into a staging table {stage} (CREATE TABLE ... LIKE {table}), "
+                           f"insert them into {table} in one statement, drop {stage}")
         for i, link in enumerate(chain):
             m = link.manifest
             if link.tombstones:
@@ -486,7 +493,8 @@ def _restore_mysql(
     # the part is in (overlapping the other parts' loads), and a final COUNT(*) proves nothing else is
     # there; the whole-table read-back remains the fallback (docs/adr/0015).
     range_pk = [c["name"] for c in key_cols]
-    range_check = (verify_table and not opts.only_increment and len(chain) == 1 and chain[0].manifest.mode == "full"
+    range_check = (verify_table and stage is None and not opts.only_increment and len(chain) == 1
+                   and chain[0].manifest.mode == "full"
                    and bool(range_pk) and all(c["kind"] in mysql_source.RANGE_KEY_KINDS for c in key_cols))
     load_method = "insert" if opts.load_method == "auto" else opts.load_method
     # While key ranges are read back as parts load, INSERT batches and read-backs share one place on the
@@ -533,7 +541,7 @@ def _restore_mysql(
                 deleted += sum(int(r["deleted"]) for r in engine.run(tasks, delete_fn, TaskContext(progress=progress)))
             tasks = mysql_target.plan_load(
                 aws=aws.to_dict(), settings=settings, manifest_parts=[p.to_dict() for p in m.parts], repo=repo_spec,
-                snapshot_prefix=link.prefix, database=db, table=table, columns=stored,
+                snapshot_prefix=link.prefix, database=db, table=stage or table, columns=stored,
                 upsert=m.mode == "incremental" or opts.mode == "upsert", hash_rows=hash_parts,
                 verify_range=range_pk if range_check else None, load_method=load_method,
             )
@@ -558,11 +566,23 @@ def _restore_mysql(
     n_read_back = mysql_source.read_back_processes(want_rows, read_back_procs)
     warm = WarmWorkers(n_read_back) if verify_table and not range_check and n_read_back > 1 else None
     try:
+        if stage is not None:
+            say(f"creating staging table {db}.{stage}")
+            stage_conn = settings.connect()
+            try:
+                mysql_target.create_stage(stage_conn, db, table, stage)
+            finally:
+                stage_conn.close()
         if progress_factory is None:
             rows, digest, deleted = run(None)
         else:
             with progress_factory(f"restore {table}", loaded_rows + tombstones) as progress:
                 rows, digest, deleted = run(progress)
+        if stage is not None:
+            say(f"appending {rows:,} staged rows to {db}.{table} in one statement")
+            moved = mysql_target.append_stage(settings, db, stage, table, stored)
+            if moved != rows:
+                raise VerificationFailed(f"appending to {db}.{table} inserted {moved} rows, the snapshot has {rows}")
         live = None
         verified_by = None
         if range_check and range_results and all(range_results):
@@ -585,6 +605,10 @@ def _restore_mysql(
             warm.close()
         if counter is not None:
             counter.shutdown(wait=True)
+        if stage is not None:
+            problem = mysql_target.drop_stage(settings, db, stage)
+            if problem:
+                say(problem)
     verification = "skipped"
     if len(chain) > 1 or opts.only_increment:
         digest = want_digest

@@ -62,7 +62,8 @@ def redshift_options(f):  # type: ignore[no-untyped-def]
               show_default=True,
               help="new: create the table (or use an empty one); upsert: write into an existing table; "
                    "replace: empty (DynamoDB) or drop and recreate (MySQL) the table first; "
-                   "MySQL only: truncate, append.")
+                   "MySQL only: truncate, append (insert only; into a table that holds rows, all rows "
+                   "or none: a key already there refuses the whole snapshot).")
 @click.option("--write-percent", type=float, default=0.5, show_default=True, help="Share of provisioned WCU to use.")
 @click.option("--max-wcu", type=float, help="Write budget in WCU/s (for on-demand tables).")
 @click.option("--workers", type=int, default=None,

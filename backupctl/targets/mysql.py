@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -200,6 +201,56 @@ def drop_table(conn: pymysql.connections.Connection, database: str, table: str) 
 def truncate_table(conn: pymysql.connections.Connection, database: str, table: str) -> None:
     session_setup(conn)
     run_sql(conn, f"TRUNCATE TABLE {table_ref(database, table)}", (), f"truncating {database}.{table}")
+
+
+def stage_name(table: str) -> str:
+    """A fresh name for an append's staging table (``_backupctl_append_<table>_<hex>``, at most 51 characters)."""
+    return f"_backupctl_append_{table[:24]}_{secrets.token_hex(4)}"
+
+
+def create_stage(conn: pymysql.connections.Connection, database: str, table: str, stage: str) -> None:
+    """``CREATE TABLE stage LIKE table``: the target's columns, keys and unique indexes (not its foreign
+    keys, whose constraint names are unique in a database), empty."""
+    session_setup(conn)
+    run_sql(conn, f"CREATE TABLE {table_ref(database, stage)} LIKE {table_ref(database, table)}", (),
+            f"creating staging table {database}.{stage}")
+
+
+def append_stage(settings: MySQLSettings, database: str, stage: str, table: str, columns: list[dict[str, Any]]) -> int:
+    """Every row of the staging table into the target in one ``INSERT ... SELECT`` (one transaction: a
+    duplicate key or any other error leaves the target as it was); the number of rows inserted.
+
+    Not retried: a connection lost while the statement or its commit ran leaves it unknown whether
+    the rows went in, and running it again would then refuse them as duplicates (docs/adr/0023)."""
+    names = ", ".join(quote_ident(c["name"]) for c in columns)
+    sql = (f"INSERT INTO {table_ref(database, table)} ({names}) "
+           f"SELECT {names} FROM {table_ref(database, stage)}")
+    what = f"appending the staged rows to {database}.{table}"
+    conn = settings.connect()
+    try:
+        session_setup(conn)
+        with conn.cursor() as cur:
+            return int(cur.execute(sql))
+    except pymysql.MySQLError as e:
+        t = translate(e, what)
+        if isinstance(t, BackupctlError):
+            raise t from e
+        raise
+    finally:
+        conn.close()
+
+
+def drop_stage(settings: MySQLSettings, database: str, stage: str) -> str | None:
+    """Drop a staging table; None, or why it could not be dropped (the restore's own error wins)."""
+    try:
+        conn = settings.connect()
+        try:
+            run_sql(conn, f"DROP TABLE IF EXISTS {table_ref(database, stage)}", (), f"dropping {database}.{stage}")
+        finally:
+            conn.close()
+    except (BackupctlError, pymysql.MySQLError, OSError) as e:
+        return f"could not drop the staging table {database}.{stage} ({e}): drop it by hand"
+    return None
 
 
 def count_rows(settings: MySQLSettings, database: str, table: str) -> int:

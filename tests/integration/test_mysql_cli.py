@@ -432,6 +432,62 @@ def test_restore_modes(aws: AwsContext, cli, dbs, repo: str) -> None:  # type: i
     c.close()
 
 
+def staging_tables(db: str) -> list[str]:
+    c = connect(db)
+    with c.cursor() as cur:
+        cur.execute("SHOW TABLES LIKE '\\_backupctl\\_append\\_%'")
+        names = [r[0] for r in cur.fetchall()]
+    c.close()
+    return names
+
+
+def test_append_into_a_table_with_rows_is_all_or_nothing(aws: AwsContext, cli, dbs, repo: str) -> None:  # type: ignore[no-untyped-def]
+    """``--mode append`` into a table that holds rows loads a staging copy, then inserts every row in one
+    statement: a key already in the target, even one of the last part's, leaves the target exactly as it
+    was (by either load method), and no staging table stays behind; without a conflict every row is added."""
+    src, dst = dbs
+    create_types_table(src, "types", extra_rows=100)
+    snap = snapshot(cli, src, "types", repo, "--chunk-rows", "20")
+    assert snap["parts"] >= 3
+    want = fetch(src, "types")
+    base = ("--quiet", "restore", snap["snapshot_id"], "--to", uri(dst), "--region", DST, "--repo", repo,
+            "--table", "copy")
+    assert cli(*base).code == 0
+    c = connect(dst)
+    with c.cursor() as cur:  # keep only the snapshot's greatest key: the conflict comes with the last part
+        cur.execute("DELETE FROM copy WHERE (id, part) <> (SELECT * FROM (SELECT id, part FROM copy "
+                    "ORDER BY id DESC, part DESC LIMIT 1) AS last_key)")
+        cur.execute("UPDATE copy SET vc = 'kept' WHERE 1 = 1")
+    c.close()
+    before = fetch(dst, "copy")
+    assert len(before) == 1 and before[0][:2] == max(r[:2] for r in want if r[0] is not None)
+
+    r = cli(*base, "--mode", "append", "--dry-run", "--json")
+    assert r.code == 0, r.err
+    assert any("staging table" in a for a in one_json(r.out)["actions"])
+    for method in ("insert", "load-data"):
+        r = cli(*base, "--mode", "append", "--load-method", method)
+        assert r.code == 4 and "Traceback" not in r.err, r.err
+        line = one_error_line(r.err)
+        assert "appending the staged rows to" in line and "Duplicate entry" in line, line
+        assert fetch(dst, "copy") == before
+        assert staging_tables(dst) == []
+
+    c = connect(dst)
+    with c.cursor() as cur:
+        cur.execute("DELETE FROM copy")
+        cur.execute("INSERT INTO copy (id, part, i) VALUES (999999, 0, -5)")
+    c.close()
+    other = fetch(dst, "copy")
+    r = cli(*base, "--mode", "append", "--json")
+    assert r.code == 0, r.err
+    out = one_json(r.out)
+    assert (out["rows"], out["verification"], out["digest"]) == (snap["rows"], "parts", snap["digest"])
+    got = fetch(dst, "copy")
+    assert [g for g in got if g[0] != 999999] == want and [g for g in got if g[0] == 999999] == other
+    assert staging_tables(dst) == []
+
+
 def test_other_schema_in_upsert_and_append_is_refused(aws: AwsContext, cli, dbs, repo: str) -> None:  # type: ignore[no-untyped-def]
     src, dst = dbs
     c = connect(src)
