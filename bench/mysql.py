@@ -387,6 +387,26 @@ def source_tree(env: dict[str, str]) -> Path:
     return Path(out.stdout.strip()).resolve().parent
 
 
+def build_extensions(pkg: Path) -> str:
+    """Build the C row hasher (``formats/_rowhash.c``) in the tree under test, as the install builds it in
+    place; "c" when backupctl there imports it, else "hashlib" (the Python path; an older tree has no C)."""
+    src = pkg / "formats" / "_rowhash.c"
+    if src.exists() and not list((pkg / "formats").glob("_rowhash*.so")):
+        from setuptools import Distribution, Extension
+
+        with tempfile.TemporaryDirectory(prefix="bench-ext-") as tmp:
+            dist = Distribution({"name": "backupctl-bench-ext",
+                                 "ext_modules": [Extension("backupctl.formats._rowhash", [str(src)], optional=True)]})
+            cmd = dist.get_command_obj("build_ext")
+            cmd.build_lib, cmd.build_temp = str(pkg.parent), tmp  # type: ignore[attr-defined]
+            cmd.ensure_finalized()
+            cmd.run()
+    code = "import sys; sys.path.pop(0); from backupctl.formats import parquet; print(parquet.__dict__.get('_rowhash'))"
+    env = {**os.environ, "PYTHONPATH": str(pkg.parent)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd="/")
+    return "hashlib" if out.stdout.strip() == "None" else "c"
+
+
 def fingerprint(pkg: Path) -> str:
     """sha256 over the package's .py files: the code under test must not change during a run."""
     h = hashlib.sha256()
@@ -710,7 +730,7 @@ def print_table(doc: dict[str, Any]) -> None:
     code = doc.get("backupctl_code", {})
     print(f"backupctl code: {code.get('package')} (git HEAD {code.get('git_head', 'none')[:12]}, "
           f"uncommitted changes: {code.get('uncommitted_changes_in_backupctl', '?')}, "
-          f"py sha256 {code.get('sha256_of_py_files', '?')[:12]})")
+          f"py sha256 {code.get('sha256_of_py_files', '?')[:12]}, row hashes by {code.get('row_hasher', '?')})")
     print(f"figures: medians of {doc.get('repeat', 1)} interleaved rounds (runs in the notes)\n")
     rows: list[tuple[str, ...]] = [("tool", "seconds", "rows/s", "peak RSS MiB", "notes")]
     for name, r in res.items():
@@ -792,10 +812,12 @@ def main() -> int:
     # first import only where bytecode may be written (PYTHONDONTWRITEBYTECODE=1 on this VM: every
     # backupctl run compiled its ~80 modules again, ~0.1-0.2 s before its first statement).
     compileall.compile_dir(str(pkg), quiet=1)
+    row_hasher = build_extensions(pkg)
+    log(f"row hashes by {row_hasher} ({pkg})")
     started = dt.datetime.now(dt.UTC)
     bench.run()
     code_after = fingerprint(pkg)
-    code = {"package": str(pkg), "sha256_of_py_files": code_before, **git_state(pkg)}
+    code = {"package": str(pkg), "sha256_of_py_files": code_before, "row_hasher": row_hasher, **git_state(pkg)}
     if code_after != code_before:
         code["changed_during_run"] = True
         bench.errors["code under test"] = (f"the .py files under {pkg} changed during the run: the figures may "

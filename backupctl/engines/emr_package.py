@@ -23,7 +23,7 @@ import spark_jobs
 DIST = "backupctl"
 _EPOCH = (2020, 1, 1, 0, 0, 0)
 _SKIP_DIRS = {"__pycache__"}
-_SKIP_SUFFIXES = {".pyc", ".pyo"}
+_SKIP_SUFFIXES = {".pyc", ".pyo", ".so", ".pyd"}  # a py3-none-any wheel: no compiled module (docs/adr/0024)
 
 
 def entry_script() -> bytes:

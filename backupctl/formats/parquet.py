@@ -40,7 +40,8 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import IO, Any
+from types import ModuleType
+from typing import IO, Any, overload
 
 import numpy as np
 import orjson
@@ -52,6 +53,12 @@ from backupctl.errors import FormatError, InvalidInput
 from backupctl.formats.dynamodb_json import Digest, canonical_number
 from backupctl.model import PartResult
 from backupctl.repository import S3Store
+
+_rowhash: ModuleType | None
+try:  # the documents joined and hashed in one C loop (docs/adr/0024)
+    from backupctl.formats import _rowhash
+except ImportError:  # not built (no C compiler at install) or no libcrypto: joined by Arrow, hashed by hashlib
+    _rowhash = None
 
 ROW_ENCODING = "mysql-row-v1"
 COMPRESSION = "zstd"
@@ -332,7 +339,7 @@ class ParquetPartWriter:
         return size
 
     def add_batch(self, batch: pa.RecordBatch, hashes: Sequence[bytes] | None = None,
-                  raw_bytes: int | None = None) -> list[bytes]:
+                  raw_bytes: int | None = None) -> Sequence[bytes]:
         """Add a record batch of normal values (this part's schema); returns the rows' ``mysql-row-v1`` hashes.
 
         The same part, digest and row groups as ``add`` row by row, one Arrow
@@ -341,7 +348,7 @@ class ParquetPartWriter:
         if batch.num_rows == 0:
             return []
         self._flush_rows()
-        hs = row_hashes(batch, self.columns) if hashes is None else list(hashes)
+        hs = row_hashes(batch, self.columns) if hashes is None else hashes
         self.digest.merge(Digest(hash_sum(hs) % (1 << 256), len(hs)))
         self.last_hash = int.from_bytes(hs[-1], "big")
         self.rows += batch.num_rows
@@ -602,7 +609,49 @@ def canonical_texts(arr: pa.Array, col: dict[str, Any]) -> pa.Array:
     return pa.array([canonical(v, kind) for v in arr.to_pylist()], pa.string())
 
 
-def row_hashes(batch: pa.RecordBatch | pa.Table, columns: Sequence[dict[str, Any]]) -> list[bytes]:
+class RowHashes(Sequence[bytes]):
+    """Row hashes as one buffer of 32-byte SHA-256 digests (what the C loop returns), read as a sequence
+    of ``bytes``; ``hash_sum`` and ``hashes_array`` take the buffer as it is."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def __len__(self) -> int:
+        return len(self.blob) // 32
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> RowHashes: ...
+
+    def __getitem__(self, i: int | slice) -> bytes | RowHashes:
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self))
+            if step == 1:
+                return RowHashes(self.blob[32 * start: 32 * max(start, stop)])
+            return RowHashes(b"".join(self.blob[32 * j: 32 * j + 32] for j in range(start, stop, step)))
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("row hash index out of range")
+        return self.blob[32 * i: 32 * i + 32]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _joinable(text: pa.Array) -> bool:
+    """A text array the C loop reads: 32-bit offsets (string or binary)."""
+    return pa.types.is_string(text.type) or pa.types.is_binary(text.type)
+
+
+def row_hashes(batch: pa.RecordBatch | pa.Table, columns: Sequence[dict[str, Any]]) -> Sequence[bytes]:
     """The ``mysql-row-v1`` SHA-256 of every row (32 bytes each), as ``row_hash`` computes it one row at a time."""
     n = batch.num_rows
     if n == 0:
@@ -610,26 +659,34 @@ def row_hashes(batch: pa.RecordBatch | pa.Table, columns: Sequence[dict[str, Any
     order = sorted(range(len(columns)), key=lambda i: columns[i]["name"])
     if not columns:
         return [hashlib.sha256(b"{}").digest()] * n
-    # One join of literal pieces and column texts makes every row's document; a column without
-    # nulls gets its quotes from the literal pieces, one with nulls is quoted first, then "null" filled.
-    pieces: list[Any] = []
-    lead = "{"
+    # ('{"name":' or ',"name":', canonical texts, whether they are to be JSON-escaped)
+    fields: list[tuple[str, pa.Array, bool]] = []
     for i in order:
         arr = batch.column(i)
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
         col = columns[i]
-        text = canonical_texts(arr, col)
-        if col["kind"] in ("string", "json"):
+        fields.append((("{" if not fields else ",") + orjson.dumps(col["name"]).decode() + ":",
+                       canonical_texts(arr, col), col["kind"] in ("string", "json")))
+    if _rowhash is not None and all(_joinable(t) for _, t, _ in fields):
+        empty = pa.py_buffer(b"")
+        return RowHashes(_rowhash.sha256_docs(n, [
+            (head.encode(), t.buffers()[1], t.buffers()[2] or empty, t.buffers()[0] if t.null_count else None,
+             t.offset, escape) for head, t, escape in fields], b"}"))
+    # One join of literal pieces and column texts makes every row's document; a column without
+    # nulls gets its quotes from the literal pieces, one with nulls is quoted first, then "null" filled.
+    pieces: list[Any] = []
+    quote = ""
+    for head, text, escape in fields:
+        if escape:
             text = _json_escaped(text)
-        key = orjson.dumps(col["name"]).decode()
-        if arr.null_count:
-            pieces += [lead + key + ":", pc.fill_null(pc.binary_join_element_wise('"', text, '"', ""), "null")]
-            lead = ","
+        if text.null_count:
+            pieces += [quote + head, pc.fill_null(pc.binary_join_element_wise('"', text, '"', ""), "null")]
+            quote = ""
         else:
-            pieces += [lead + key + ':"', text]
-            lead = '",'
-    pieces.append(lead[:-1] + "}")
+            pieces += [quote + head + '"', text]
+            quote = '"'
+    pieces.append(quote + "}")
     doc = pc.cast(pc.binary_join_element_wise(*pieces, ""), pa.binary())
     sha = hashlib.sha256
     return [sha(b).digest() for b in doc.to_pylist()]
@@ -642,18 +699,29 @@ def hash_sum(hashes: Sequence[bytes]) -> int:
     """
     if not hashes:
         return 0
-    limbs = np.frombuffer(b"".join(hashes), dtype=">u4").reshape(-1, 8).sum(axis=0, dtype=np.uint64)
+    blob = hashes.blob if isinstance(hashes, RowHashes) else b"".join(hashes)
+    limbs = np.frombuffer(blob, dtype=">u4").reshape(-1, 8).sum(axis=0, dtype=np.uint64)
     total = 0
     for limb in limbs.tolist():
         total = (total << 32) + int(limb)
     return total
 
 
+def joined_hashes(runs: Sequence[Sequence[bytes]]) -> Sequence[bytes]:
+    """Runs of row hashes as one sequence (one buffer when every run is one)."""
+    if len(runs) == 1:
+        return runs[0]
+    if all(isinstance(r, RowHashes) for r in runs):
+        return RowHashes(b"".join(r.blob for r in runs if isinstance(r, RowHashes)))
+    return [h for r in runs for h in r]
+
+
 def hashes_array(hashes: Sequence[bytes]) -> pa.Array:
     """Row hashes (32 bytes each) as an Arrow binary array, built from one buffer."""
     n = len(hashes)
     offsets = np.arange(0, 32 * (n + 1), 32, dtype=np.int32)
-    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(hashes))])
+    blob = hashes.blob if isinstance(hashes, RowHashes) else b"".join(hashes)
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(blob)])
 
 
 def value_sizes(batch: pa.RecordBatch) -> pa.Array:

@@ -32,7 +32,7 @@ import re
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -62,6 +62,7 @@ from backupctl.formats.parquet import (
     hash_sum,
     hashes_array,
     iter_part_rows,
+    joined_hashes,
     normalize_row,
     raw_batch,
     row_hashes,
@@ -542,9 +543,10 @@ class RollingPartWriter:
             self._cut()
         return n
 
-    def add_batch(self, batch: pa.RecordBatch, hashes: list[bytes] | None = None) -> list[bytes]:
+    def add_batch(self, batch: pa.RecordBatch, hashes: Sequence[bytes] | None = None) -> Sequence[bytes]:
         """Add a record batch; parts are cut at the same rows as ``add`` would cut them. Returns the row hashes."""
-        out: list[bytes] = []
+        runs: list[Sequence[bytes]] = []
+        done = 0
         while batch.num_rows:
             if self.writer is None:
                 key = self.prefix + f"{self.folder}/part-{self.index:05d}-{self.chunk:04d}.parquet"
@@ -560,14 +562,15 @@ class RollingPartWriter:
                 nbytes = cum[take - 1].as_py()
             part = batch.slice(0, take)
             before = self.writer.raw_bytes
-            hs = self.writer.add_batch(part, None if hashes is None else hashes[len(out):len(out) + take], nbytes)
+            hs = self.writer.add_batch(part, None if hashes is None else hashes[done:done + take], nbytes)
             self.raw_bytes_total += self.writer.raw_bytes - before
-            out.extend(hs)
+            runs.append(hs)
+            done += take
             self.last_hash = self.writer.last_hash
             if self.writer.raw_bytes >= self.max_bytes:
                 self._cut()
             batch = batch.slice(take)
-        return out
+        return joined_hashes(runs) if runs else []
 
     def _cut(self) -> None:
         assert self.writer is not None

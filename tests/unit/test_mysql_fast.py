@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from backupctl.formats.dynamodb_json import Digest
 from backupctl.formats.mysql_text import text_columns
@@ -239,3 +240,54 @@ def test_batches_equal_compares_rows_across_batch_sizes_and_floats_bit_for_bit()
                               names=a.schema.names)
     assert not batches_equal([a], [swapped])  # the same numbers in another type
     assert not batches_equal([a], [a.slice(1), a.slice(0, 1)])  # the same rows in another order
+
+
+def test_the_c_loop_hashes_what_arrow_and_hashlib_do(monkeypatch: Any) -> None:
+    """``row_hashes`` joins and hashes the documents in C (``formats/_rowhash.c``, built by the install):
+    the same 32 bytes a row as the Arrow join and hashlib, for every column kind, NULLs, escapes, empty
+    texts and sliced batches (Arrow offsets), returned as one buffer that reads as a list of hashes."""
+    import random
+
+    from backupctl.formats import parquet
+    from backupctl.formats.parquet import RowHashes, hashes_array, joined_hashes
+
+    if parquet._rowhash is None:  # a skip fails the run under CI=true (tests/conftest.py)
+        pytest.skip("the C row hasher (backupctl/formats/_rowhash.c) was not built: pip install -e . needs a C compiler")
+    rng = random.Random(5)
+    rows = [ROWS[rng.randrange(len(ROWS))] for _ in range(3000)]
+    batch = driver_batch(rows, COLS, arrow_schema(COLS))
+    cases = [batch, batch.slice(1, 1), batch.slice(7, 2000), batch.slice(2999, 1), driver_batch(ROWS, COLS, arrow_schema(COLS))]
+    # every ASCII character (each one alone, and all in one value) in a text and a JSON column: escapes
+    texts = [chr(c) for c in range(128)] + ["".join(map(chr, range(128))) + "é😀\u2028", None, ""]
+    tcols = [col("s", "varchar", "varchar(200)"), col("j", "json", "json")]
+    tbatch = driver_batch([(t, t) for t in texts], tcols, arrow_schema(tcols))
+    fast = [row_hashes(b, COLS) for b in cases] + [row_hashes(tbatch, tcols)]
+    monkeypatch.setattr(parquet, "_rowhash", None)
+    slow = [row_hashes(b, COLS) for b in cases] + [row_hashes(tbatch, tcols)]
+    for f, s in zip(fast, slow, strict=True):
+        assert isinstance(f, RowHashes) and isinstance(s, list)
+        assert list(f) == s and f == s and len(f) == len(s)
+        assert hash_sum(f) == hash_sum(s) and hashes_array(f).equals(hashes_array(s))
+    f, s = fast[0], slow[0]
+    assert f[-1] == s[-1] and f[5:9] == s[5:9] and f[::700] == s[::700]
+    assert isinstance(f[5:9], RowHashes) and joined_hashes([f[:10], f[10:]]).blob == f.blob  # type: ignore[attr-defined]
+    assert joined_hashes([f[:10], s[10:]]) == s
+
+
+def test_the_c_loop_refuses_buffers_shorter_than_its_rows() -> None:
+    from backupctl.formats import parquet
+
+    if parquet._rowhash is None:
+        pytest.skip("the C row hasher was not built")
+    arr = pa.array(["ab", None, "c"])
+    validity, offsets, data = arr.buffers()
+    ok = parquet._rowhash.sha256_docs(3, [(b'{"a":', offsets, data, validity, 0, False)], b"}")
+    assert ok[32:64] == hashlib.sha256(b'{"a":null}').digest() and ok[:32] == hashlib.sha256(b'{"a":"ab"}').digest()
+    with pytest.raises(ValueError, match="shorter than its rows"):
+        parquet._rowhash.sha256_docs(4, [(b'{"a":', offsets, data, validity, 0, False)], b"}")
+    with pytest.raises(ValueError, match="shorter than its rows"):
+        parquet._rowhash.sha256_docs(3, [(b'{"a":', offsets, data, validity, 1, False)], b"}")
+    bad = pa.py_buffer(np.array([0, 2, 99, 3], dtype=np.int32).tobytes())
+    with pytest.raises(ValueError, match="outside its data"):
+        parquet._rowhash.sha256_docs(3, [(b'{"a":', bad, data, None, 0, False)], b"}")
+    assert parquet._rowhash.sha256_docs(0, [(b'{"a":', offsets, data, None, 0, False)], b"}") == b""
