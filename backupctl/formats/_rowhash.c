@@ -1,18 +1,23 @@
-/* The SHA-256 of every row's mysql-row-v1 document, built from Arrow string columns in one C loop
+/* The SHA-256 of every row's mysql-row-v1 document, built from Arrow arrays in one C loop
  * (docs/adr/0024). Python's formats/parquet.row_hashes joins the document with Arrow and hashes it with
  * hashlib, one call per row: that loop was ~1 us a row, a third of a snapshot's client CPU.
  *
  * sha256_docs(n, fields, tail) -> bytes of 32 * n
- *   fields: sequence of (head: bytes, offsets: buffer of int32, data: buffer, validity: buffer or None,
- *           offset: int, escape: bool) -- an Arrow string array's buffers and its offset.
+ *   fields: sequence of (head: bytes, kind: int, offsets: buffer of int32 or None, data: buffer,
+ *           validity: buffer or None, offset: int, scale: int) -- an Arrow array's buffers and offset.
  *   Row i's document is, for every field in order: head, then "null" when the validity bit of
- *   offset + i is clear, else '"' + data[offsets[offset + i]:offsets[offset + i + 1]] + '"';
- *   then tail. The caller passes canonical texts; with escape, a value is written as orjson writes the
- *   inside of a JSON string (formats/parquet._json_escaped): '"' and '\\' escaped, bytes below 0x20
- *   as \b \t \n \f \r or \u00xx, everything else as it is.
+ *   offset + i is clear, else '"' + the value's canonical text + '"'; then tail. By kind:
+ *     TEXT      data[offsets[offset + i]:offsets[offset + i + 1]] as it is (already canonical);
+ *     JSON_TEXT the same, written as orjson writes the inside of a JSON string
+ *               (formats/parquet._json_escaped): '"' and '\\' escaped, bytes below 0x20 as \b \t \n
+ *               \f \r or \u00xx, everything else as it is;
+ *     BASE64    standard base64 of those bytes, '=' padded (parquet.base64_texts);
+ *     DECIMAL   canonical_number of the decimal256 data[offset + i] with scale: its unscaled integer's
+ *               digits without trailing zeros, 'e', then (trailing zeros - scale); 0 is "0"
+ *               (parquet._decimal_canonical).
  *
- * SHA-256 is OpenSSL's SHA256_Init/Update/Final from the libcrypto that Python's hashlib uses (found with dlopen, so
- * building needs no OpenSSL headers); without it the import fails and Python's path is used.
+ * SHA-256 is OpenSSL's SHA256_Init/Update/Final from the libcrypto that Python's hashlib uses (found with
+ * dlopen, so building needs no OpenSSL headers); without it the import fails and Python's path is used.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -29,23 +34,117 @@ static sha256_init_fn sha256_init = NULL;
 static sha256_update_fn sha256_update = NULL;
 static sha256_final_fn sha256_final = NULL;
 
+/* (3 was repr() of doubles: PyOS_double_to_string took ~1 us a value, Arrow's vectorised text ~0.5 us) */
+enum { K_TEXT = 0, K_JSON_TEXT = 1, K_BASE64 = 2, K_DECIMAL = 4 };
+
 typedef struct {
     const char *head;
     Py_ssize_t head_len;
+    int kind;
     Py_buffer offsets, data, validity;
-    int has_validity;
+    int has_offsets, has_validity;
     Py_ssize_t offset;
-    int escape;
+    int scale;
 } field_t;
+
+static char *base64_of(char *p, const unsigned char *s, size_t len) {
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t i = 0;
+    for (; i + 3 <= len; i += 3) {
+        uint32_t v = ((uint32_t)s[i] << 16) | ((uint32_t)s[i + 1] << 8) | s[i + 2];
+        *p++ = abc[v >> 18]; *p++ = abc[(v >> 12) & 63]; *p++ = abc[(v >> 6) & 63]; *p++ = abc[v & 63];
+    }
+    if (len - i == 1) {
+        uint32_t v = (uint32_t)s[i] << 16;
+        *p++ = abc[v >> 18]; *p++ = abc[(v >> 12) & 63]; *p++ = '='; *p++ = '=';
+    } else if (len - i == 2) {
+        uint32_t v = ((uint32_t)s[i] << 16) | ((uint32_t)s[i + 1] << 8);
+        *p++ = abc[v >> 18]; *p++ = abc[(v >> 12) & 63]; *p++ = abc[(v >> 6) & 63]; *p++ = '=';
+    }
+    return p;
+}
+
+/* canonical_number of a decimal256 (32 bytes, little-endian two's complement) with its scale */
+static char *decimal_of(char *p, const unsigned char *v, int scale) {
+    uint64_t w[4];
+    for (int j = 0; j < 4; j++) {
+        uint64_t x = 0;
+        for (int b = 7; b >= 0; b--)
+            x = (x << 8) | v[8 * j + b];
+        w[j] = x;
+    }
+    int neg = (int)(w[3] >> 63);
+    if (neg) {
+        for (int j = 0; j < 4; j++)
+            w[j] = ~w[j];
+        for (int j = 0; j < 4; j++)
+            if (++w[j] != 0)
+                break;
+    }
+    char rev[96];  /* digits, least significant first (2^255 has 77) */
+    int nd = 0;
+    if (!(w[1] | w[2] | w[3])) {  /* up to 19-20 digits: 64-bit arithmetic */
+        for (uint64_t r = w[0]; r != 0; r /= 10)
+            rev[nd++] = (char)('0' + r % 10);
+        w[0] = 0;
+    }
+    const uint64_t e19 = 10000000000000000000ULL;
+    while (w[0] | w[1] | w[2] | w[3]) {
+        unsigned __int128 rem = 0;
+        for (int j = 3; j >= 0; j--) {
+            unsigned __int128 cur = (rem << 64) | w[j];
+            w[j] = (uint64_t)(cur / e19);
+            rem = cur % e19;
+        }
+        uint64_t r = (uint64_t)rem;
+        int last = !(w[0] | w[1] | w[2] | w[3]);
+        for (int d = 0; d < 19 && (!last || r != 0); d++) {
+            rev[nd++] = (char)('0' + r % 10);
+            r /= 10;
+        }
+    }
+    if (nd == 0) {
+        *p++ = '0';
+        return p;
+    }
+    int tz = 0;
+    while (rev[tz] == '0')
+        tz++;
+    if (neg)
+        *p++ = '-';
+    for (int d = nd - 1; d >= tz; d--)
+        *p++ = rev[d];
+    int e = tz - scale;  /* 'e' and the exponent (sprintf took ~100 ns) */
+    *p++ = 'e';
+    if (e < 0) {
+        *p++ = '-';
+        e = -e;
+    }
+    char ed[12];
+    int ne = 0;
+    do {
+        ed[ne++] = (char)('0' + e % 10);
+        e /= 10;
+    } while (e);
+    while (ne)
+        *p++ = ed[--ne];
+    return p;
+}
+
+static unsigned char json_plain[256];  /* 1: a byte written as it is inside a JSON string */
 
 static char *json_escaped(char *p, const unsigned char *s, size_t len) {
     static const char hex[] = "0123456789abcdef";
     for (size_t i = 0; i < len; i++) {
+        size_t run = i;  /* bytes written as they are, copied at once */
+        while (run < len && json_plain[s[run]])
+            run++;
+        memcpy(p, s + i, run - i);
+        p += run - i;
+        if (run == len)
+            break;
+        i = run;
         unsigned char c = s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *p++ = (char)c;
-            continue;
-        }
         *p++ = '\\';
         switch (c) {
         case '"': *p++ = '"'; break;
@@ -65,11 +164,117 @@ static char *json_escaped(char *p, const unsigned char *s, size_t len) {
 
 static void release_fields(field_t *f, Py_ssize_t k) {
     for (Py_ssize_t j = 0; j < k; j++) {
-        PyBuffer_Release(&f[j].offsets);
+        if (f[j].has_offsets)
+            PyBuffer_Release(&f[j].offsets);
         PyBuffer_Release(&f[j].data);
         if (f[j].has_validity)
             PyBuffer_Release(&f[j].validity);
     }
+}
+
+static int is_valid(const field_t *x, Py_ssize_t at) {
+    return !x->has_validity || (((const uint8_t *)x->validity.buf)[at >> 3] & (1u << (at & 7)));
+}
+
+/* The rows' documents and hashes (runs without the GIL); -1: out of memory */
+static int hash_rows(field_t *f, Py_ssize_t k, Py_ssize_t n, const char *tail, Py_ssize_t tail_len,
+                     unsigned char *digests) {
+    _Alignas(16) unsigned char ctx[256];
+    char *buf = NULL;
+    size_t cap = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        size_t need = (size_t)tail_len;
+        for (Py_ssize_t j = 0; j < k; j++) {
+            size_t len = 0;
+            if (f[j].has_offsets) {
+                const int32_t *o = (const int32_t *)f[j].offsets.buf + f[j].offset + i;
+                len = (size_t)(o[1] - o[0]);
+            }
+            switch (f[j].kind) {
+            case K_JSON_TEXT: len *= 6; break;
+            case K_BASE64: len = 4 * ((len + 2) / 3); break;
+            case K_DECIMAL: len = 100; break;
+            }
+            need += (size_t)f[j].head_len + 4 + len;
+        }
+        if (need > cap) {
+            char *nb = realloc(buf, need * 2);
+            if (nb == NULL) {
+                free(buf);
+                return -1;
+            }
+            buf = nb;
+            cap = need * 2;
+        }
+        char *p = buf;
+        for (Py_ssize_t j = 0; j < k; j++) {
+            field_t *x = &f[j];
+            Py_ssize_t at = x->offset + i;
+            memcpy(p, x->head, (size_t)x->head_len);
+            p += x->head_len;
+            if (!is_valid(x, at)) {
+                memcpy(p, "null", 4);
+                p += 4;
+                continue;
+            }
+            *p++ = '"';
+            if (x->kind == K_DECIMAL) {
+                p = decimal_of(p, (const unsigned char *)x->data.buf + 32 * at, x->scale);
+            } else {
+                const int32_t *o = (const int32_t *)x->offsets.buf + at;
+                const unsigned char *s = (const unsigned char *)x->data.buf + o[0];
+                size_t len = (size_t)(o[1] - o[0]);
+                if (x->kind == K_JSON_TEXT) {
+                    p = json_escaped(p, s, len);
+                } else if (x->kind == K_BASE64) {
+                    p = base64_of(p, s, len);
+                } else {
+                    memcpy(p, s, len);
+                    p += len;
+                }
+            }
+            *p++ = '"';
+        }
+        memcpy(p, tail, (size_t)tail_len);
+        p += tail_len;
+        sha256_init(ctx);
+        sha256_update(ctx, buf, (size_t)(p - buf));
+        sha256_final(digests + 32 * i, ctx);
+    }
+    free(buf);
+    return 0;
+}
+
+/* Every value the rows read lies inside the buffers given; else a ValueError and -1. */
+static int check_field(const field_t *x, Py_ssize_t n) {
+    if (x->offset < 0 || (x->has_validity && (x->offset + n + 7) / 8 > x->validity.len))
+        goto short_;
+    switch (x->kind) {
+    case K_TEXT: case K_JSON_TEXT: case K_BASE64: {
+        if (!x->has_offsets || (x->offset + n + 1) * (Py_ssize_t)sizeof(int32_t) > x->offsets.len)
+            goto short_;
+        const int32_t *o = (const int32_t *)x->offsets.buf + x->offset;
+        for (Py_ssize_t i = 0; i <= n; i++) {
+            if (o[i] < 0 || (Py_ssize_t)o[i] > x->data.len || (i && o[i] < o[i - 1])) {
+                PyErr_SetString(PyExc_ValueError, "a field's offsets point outside its data");
+                return -1;
+            }
+        }
+        return 0;
+    }
+    case K_DECIMAL:
+        if (x->scale < -100 || x->scale > 100) {
+            PyErr_SetString(PyExc_ValueError, "a decimal scale out of range");
+            return -1;
+        }
+        return (x->offset + n) * 32 > x->data.len ? (PyErr_SetString(PyExc_ValueError, "a field's buffers are shorter than its rows"), -1) : 0;
+    default:
+        PyErr_SetString(PyExc_ValueError, "unknown field kind");
+        return -1;
+    }
+short_:
+    PyErr_SetString(PyExc_ValueError, "a field's buffers are shorter than its rows");
+    return -1;
 }
 
 static PyObject *sha256_docs(PyObject *self, PyObject *args) {
@@ -94,29 +299,31 @@ static PyObject *sha256_docs(PyObject *self, PyObject *args) {
     }
     Py_ssize_t ready = 0;
     PyObject *out = NULL;
-    char *buf = NULL;
-    size_t cap = 0;
-    int oom = 0;
     for (; ready < k; ready++) {
         PyObject *t = PySequence_Fast_GET_ITEM(seq, ready);
-        PyObject *validity;
+        PyObject *offsets, *validity;
         field_t *x = &f[ready];
-        if (!PyArg_ParseTuple(t, "y#y*y*Onp", &x->head, &x->head_len, &x->offsets, &x->data, &validity, &x->offset,
-                              &x->escape))
+        if (!PyArg_ParseTuple(t, "y#iOy*Oni", &x->head, &x->head_len, &x->kind, &offsets, &x->data, &validity,
+                              &x->offset, &x->scale))
             goto done;
+        if (offsets != Py_None) {
+            if (PyObject_GetBuffer(offsets, &x->offsets, PyBUF_SIMPLE) < 0) {
+                PyBuffer_Release(&x->data);
+                goto done;
+            }
+            x->has_offsets = 1;
+        }
         if (validity != Py_None) {
             if (PyObject_GetBuffer(validity, &x->validity, PyBUF_SIMPLE) < 0) {
-                PyBuffer_Release(&x->offsets);
+                if (x->has_offsets)
+                    PyBuffer_Release(&x->offsets);
                 PyBuffer_Release(&x->data);
                 goto done;
             }
             x->has_validity = 1;
         }
-        /* every row's offsets and validity bit must lie inside the buffers given */
-        if (x->offset < 0 || (x->offset + n + 1) * (Py_ssize_t)sizeof(int32_t) > x->offsets.len ||
-            (x->has_validity && (x->offset + n + 7) / 8 > x->validity.len)) {
+        if (check_field(x, n) < 0) {
             ready++;
-            PyErr_SetString(PyExc_ValueError, "a field's buffers are shorter than its rows");
             goto done;
         }
     }
@@ -124,69 +331,15 @@ static PyObject *sha256_docs(PyObject *self, PyObject *args) {
     if (out == NULL)
         goto done;
     unsigned char *digests = (unsigned char *)PyBytes_AS_STRING(out);
-    for (Py_ssize_t j = 0; j < k; j++) {  /* value ends must lie inside the data buffer */
-        const int32_t *o = (const int32_t *)f[j].offsets.buf + f[j].offset;
-        for (Py_ssize_t i = 0; i <= n; i++) {
-            if (o[i] < 0 || (Py_ssize_t)o[i] > f[j].data.len || (i && o[i] < o[i - 1])) {
-                PyErr_SetString(PyExc_ValueError, "a field's offsets point outside its data");
-                Py_CLEAR(out);
-                goto done;
-            }
-        }
-    }
+    int rc;
     Py_BEGIN_ALLOW_THREADS
-    _Alignas(16) unsigned char ctx[256];
-    for (Py_ssize_t i = 0; i < n; i++) {
-        size_t need = (size_t)tail_len;
-        for (Py_ssize_t j = 0; j < k; j++) {
-            const int32_t *o = (const int32_t *)f[j].offsets.buf + f[j].offset + i;
-            need += (size_t)f[j].head_len + 4 + (size_t)(o[1] - o[0]) * (f[j].escape ? 6 : 1);
-        }
-        if (need > cap) {
-            size_t grow = need * 2;
-            char *nb = realloc(buf, grow);
-            if (nb == NULL) {
-                oom = 1;
-                break;
-            }
-            buf = nb;
-            cap = grow;
-        }
-        char *p = buf;
-        for (Py_ssize_t j = 0; j < k; j++) {
-            field_t *x = &f[j];
-            Py_ssize_t at = x->offset + i;
-            memcpy(p, x->head, (size_t)x->head_len);
-            p += x->head_len;
-            if (x->has_validity && !(((const uint8_t *)x->validity.buf)[at >> 3] & (1u << (at & 7)))) {
-                memcpy(p, "null", 4);
-                p += 4;
-                continue;
-            }
-            const int32_t *o = (const int32_t *)x->offsets.buf + at;
-            size_t len = (size_t)(o[1] - o[0]);
-            *p++ = '"';
-            if (x->escape) {
-                p = json_escaped(p, (const unsigned char *)x->data.buf + o[0], len);
-            } else {
-                memcpy(p, (const char *)x->data.buf + o[0], len);
-                p += len;
-            }
-            *p++ = '"';
-        }
-        memcpy(p, tail, (size_t)tail_len);
-        p += tail_len;
-        sha256_init(ctx);
-        sha256_update(ctx, buf, (size_t)(p - buf));
-        sha256_final(digests + 32 * i, ctx);
-    }
+    rc = hash_rows(f, k, n, tail, tail_len, digests);
     Py_END_ALLOW_THREADS
-    if (oom) {
+    if (rc < 0) {
         Py_CLEAR(out);
         PyErr_NoMemory();
     }
 done:
-    free(buf);
     release_fields(f, ready);
     PyMem_Free(f);
     Py_DECREF(seq);
@@ -202,6 +355,8 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rowhash", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__rowhash(void) {
+    for (int c = 0; c < 256; c++)
+        json_plain[c] = c >= 0x20 && c != '"' && c != '\\';
     static const char *names[] = {"libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so", "libcrypto.dylib", NULL};
     for (int i = 0; names[i] != NULL && sha256_final == NULL; i++) {
         void *h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);

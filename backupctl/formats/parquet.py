@@ -646,9 +646,30 @@ class RowHashes(Sequence[bytes]):
     __hash__ = None  # type: ignore[assignment]
 
 
-def _joinable(text: pa.Array) -> bool:
-    """A text array the C loop reads: 32-bit offsets (string or binary)."""
-    return pa.types.is_string(text.type) or pa.types.is_binary(text.type)
+# The C loop's field kinds (formats/_rowhash.c): canonical text as it is, text to JSON-escape, bytes to
+# base64, decimal256 to canonical_number.
+_C_TEXT, _C_JSON_TEXT, _C_BASE64, _C_DECIMAL = 0, 1, 2, 4
+
+
+def _c_field(head: str, arr: pa.Array, col: dict[str, Any]) -> tuple[bytes, int, Any, Any, Any, int, int] | None:
+    """The C loop's field for one column, or None when its arrays are not ones the loop reads (64-bit
+    offsets, decimal128): the Python path then hashes the batch."""
+    kind = col["kind"]
+    if kind == "binary" and pa.types.is_binary(arr.type):
+        c_kind, values, scale = _C_BASE64, arr, 0
+    elif kind == "decimal" and isinstance(arr.type, pa.Decimal256Type):
+        c_kind, values, scale = _C_DECIMAL, arr, int(col.get("scale") or 0)
+    else:
+        values = canonical_texts(arr, col)
+        if not (pa.types.is_string(values.type) or pa.types.is_binary(values.type)):
+            return None
+        c_kind, scale = (_C_JSON_TEXT if kind in ("string", "json") else _C_TEXT), 0
+    bufs = values.buffers()
+    if c_kind == _C_DECIMAL:
+        offsets, data = None, bufs[1]
+    else:
+        offsets, data = bufs[1], bufs[2] or pa.py_buffer(b"")
+    return (head.encode(), c_kind, offsets, data, bufs[0] if values.null_count else None, values.offset, scale)
 
 
 def row_hashes(batch: pa.RecordBatch | pa.Table, columns: Sequence[dict[str, Any]]) -> Sequence[bytes]:
@@ -659,26 +680,23 @@ def row_hashes(batch: pa.RecordBatch | pa.Table, columns: Sequence[dict[str, Any
     order = sorted(range(len(columns)), key=lambda i: columns[i]["name"])
     if not columns:
         return [hashlib.sha256(b"{}").digest()] * n
-    # ('{"name":' or ',"name":', canonical texts, whether they are to be JSON-escaped)
-    fields: list[tuple[str, pa.Array, bool]] = []
+    arrays: list[tuple[str, pa.Array, dict[str, Any]]] = []  # ('{"name":' or ',"name":', values, column)
     for i in order:
         arr = batch.column(i)
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
-        col = columns[i]
-        fields.append((("{" if not fields else ",") + orjson.dumps(col["name"]).decode() + ":",
-                       canonical_texts(arr, col), col["kind"] in ("string", "json")))
-    if _rowhash is not None and all(_joinable(t) for _, t, _ in fields):
-        empty = pa.py_buffer(b"")
-        return RowHashes(_rowhash.sha256_docs(n, [
-            (head.encode(), t.buffers()[1], t.buffers()[2] or empty, t.buffers()[0] if t.null_count else None,
-             t.offset, escape) for head, t, escape in fields], b"}"))
+        arrays.append((("{" if not arrays else ",") + orjson.dumps(columns[i]["name"]).decode() + ":", arr, columns[i]))
+    if _rowhash is not None:
+        fields = [_c_field(head, arr, col) for head, arr, col in arrays]
+        if all(f is not None for f in fields):
+            return RowHashes(_rowhash.sha256_docs(n, fields, b"}"))
     # One join of literal pieces and column texts makes every row's document; a column without
     # nulls gets its quotes from the literal pieces, one with nulls is quoted first, then "null" filled.
     pieces: list[Any] = []
     quote = ""
-    for head, text, escape in fields:
-        if escape:
+    for head, arr, col in arrays:
+        text = canonical_texts(arr, col)
+        if col["kind"] in ("string", "json"):
             text = _json_escaped(text)
         if text.null_count:
             pieces += [quote + head, pc.fill_null(pc.binary_join_element_wise('"', text, '"', ""), "null")]

@@ -261,9 +261,26 @@ def test_the_c_loop_hashes_what_arrow_and_hashlib_do(monkeypatch: Any) -> None:
     texts = [chr(c) for c in range(128)] + ["".join(map(chr, range(128))) + "é😀\u2028", None, ""]
     tcols = [col("s", "varchar", "varchar(200)"), col("j", "json", "json")]
     tbatch = driver_batch([(t, t) for t in texts], tcols, arrow_schema(tcols))
-    fast = [row_hashes(b, COLS) for b in cases] + [row_hashes(tbatch, tcols)]
+    # random decimals (every digit count, both signs, trailing zeros), doubles and floats from random bit
+    # patterns (subnormals, extremes, NaN, infinities), bytes of every length mod 3
+    ncols = [col("d", "decimal", "decimal(65,30)", precision=65, scale=30), col("d0", "decimal", "decimal(20,0)",
+             precision=20, scale=0), col("g", "double", "double"), col("f", "float", "float"), col("b", "blob", "blob")]
+    nrows = []
+    for _ in range(3000):
+        digits = rng.randrange(0, 66)
+        unscaled = rng.randrange(10 ** digits) * 10 ** rng.randrange(0, 3) // (1 if digits < 63 else 100)
+        d = Decimal(rng.choice([-1, 1]) * unscaled).scaleb(-30)
+        d0 = Decimal(rng.choice([-1, 1]) * rng.randrange(10 ** rng.randrange(0, 21)))
+        g = float(np.frombuffer(rng.getrandbits(64).to_bytes(8, "little"), dtype=np.float64)[0])
+        f = float(np.frombuffer(rng.getrandbits(32).to_bytes(4, "little"), dtype=np.float32)[0])
+        nrows.append((d, d0, g, f, bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 40)))))
+    nrows += [(Decimal("0E-30"), Decimal(0), 0.0, -0.0, b""), (None, None, None, None, None),
+              (Decimal("-" + "9" * 35 + "." + "9" * 30), Decimal("99999999999999999999"), 5e-324, 3.4028234663852886e38, b"\xff")]
+    nbatch = driver_batch(nrows, ncols, arrow_schema(ncols))
+    sides = [(b, COLS) for b in cases] + [(tbatch, tcols), (nbatch, ncols), (nbatch.slice(1000, 1500), ncols)]
+    fast = [row_hashes(b, c) for b, c in sides]
     monkeypatch.setattr(parquet, "_rowhash", None)
-    slow = [row_hashes(b, COLS) for b in cases] + [row_hashes(tbatch, tcols)]
+    slow = [row_hashes(b, c) for b, c in sides]
     for f, s in zip(fast, slow, strict=True):
         assert isinstance(f, RowHashes) and isinstance(s, list)
         assert list(f) == s and f == s and len(f) == len(s)
@@ -281,13 +298,18 @@ def test_the_c_loop_refuses_buffers_shorter_than_its_rows() -> None:
         pytest.skip("the C row hasher was not built")
     arr = pa.array(["ab", None, "c"])
     validity, offsets, data = arr.buffers()
-    ok = parquet._rowhash.sha256_docs(3, [(b'{"a":', offsets, data, validity, 0, False)], b"}")
+    ok = parquet._rowhash.sha256_docs(3, [(b'{"a":', 0, offsets, data, validity, 0, 0)], b"}")
     assert ok[32:64] == hashlib.sha256(b'{"a":null}').digest() and ok[:32] == hashlib.sha256(b'{"a":"ab"}').digest()
     with pytest.raises(ValueError, match="shorter than its rows"):
-        parquet._rowhash.sha256_docs(4, [(b'{"a":', offsets, data, validity, 0, False)], b"}")
+        parquet._rowhash.sha256_docs(4, [(b'{"a":', 0, offsets, data, validity, 0, 0)], b"}")
     with pytest.raises(ValueError, match="shorter than its rows"):
-        parquet._rowhash.sha256_docs(3, [(b'{"a":', offsets, data, validity, 1, False)], b"}")
+        parquet._rowhash.sha256_docs(3, [(b'{"a":', 0, offsets, data, validity, 1, 0)], b"}")
     bad = pa.py_buffer(np.array([0, 2, 99, 3], dtype=np.int32).tobytes())
     with pytest.raises(ValueError, match="outside its data"):
-        parquet._rowhash.sha256_docs(3, [(b'{"a":', bad, data, None, 0, False)], b"}")
-    assert parquet._rowhash.sha256_docs(0, [(b'{"a":', offsets, data, None, 0, False)], b"}") == b""
+        parquet._rowhash.sha256_docs(3, [(b'{"a":', 0, bad, data, None, 0, 0)], b"}")
+    assert parquet._rowhash.sha256_docs(0, [(b'{"a":', 0, offsets, data, None, 0, 0)], b"}") == b""
+    doubles = pa.array([1.5, None]).buffers()[1]
+    with pytest.raises(ValueError, match="shorter than its rows"):  # a decimal256 is 32 bytes
+        parquet._rowhash.sha256_docs(1, [(b'{"a":', 4, None, doubles, None, 0, 2)], b"}")
+    with pytest.raises(ValueError, match="unknown field kind"):
+        parquet._rowhash.sha256_docs(1, [(b'{"a":', 3, None, doubles, None, 0, 0)], b"}")
