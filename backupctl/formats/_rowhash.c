@@ -15,6 +15,11 @@
  *     DECIMAL   canonical_number of the decimal256 data[offset + i] with scale: its unscaled integer's
  *               digits without trailing zeros, 'e', then (trailing zeros - scale); 0 is "0"
  *               (parquet._decimal_canonical).
+ *     INT, UINT the decimal text of the (un)signed integer data[offset + i], "scale" bytes wide
+ *               (1, 2, 4 or 8: what Arrow's cast to string writes);
+ *     DATE      date32 data[offset + i] (days from 1970-01-01) as YYYY-MM-DD;
+ *     MICROS    timestamp[us] data[offset + i] as YYYY-MM-DD HH:MM:SS.ffffff (Arrow's cast to string);
+ *               the caller passes only years 0001-9999 (formats/parquet._c_field checks).
  *
  * SHA-256 is OpenSSL's SHA256_Init/Update/Final from the libcrypto that Python's hashlib uses (found with
  * dlopen, so building needs no OpenSSL headers); without it the import fails and Python's path is used.
@@ -35,7 +40,72 @@ static sha256_update_fn sha256_update = NULL;
 static sha256_final_fn sha256_final = NULL;
 
 /* (3 was repr() of doubles: PyOS_double_to_string took ~1 us a value, Arrow's vectorised text ~0.5 us) */
-enum { K_TEXT = 0, K_JSON_TEXT = 1, K_BASE64 = 2, K_DECIMAL = 4 };
+enum { K_TEXT = 0, K_JSON_TEXT = 1, K_BASE64 = 2, K_DECIMAL = 4, K_INT = 5, K_UINT = 6, K_DATE = 7, K_MICROS = 8 };
+
+static char *uint_of(char *p, uint64_t v) {
+    char rev[24];
+    int nd = 0;
+    do {
+        rev[nd++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (nd)
+        *p++ = rev[--nd];
+    return p;
+}
+
+static char *int_of(char *p, int64_t v) {
+    if (v < 0) {
+        *p++ = '-';
+        return uint_of(p, (uint64_t)0 - (uint64_t)v);
+    }
+    return uint_of(p, (uint64_t)v);
+}
+
+static char *digits_of(char *p, unsigned v, int width) {  /* zero-padded to width */
+    for (int d = width - 1; d >= 0; d--) {
+        p[d] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    return p + width;
+}
+
+/* YYYY-MM-DD of a day count from 1970-01-01 (H. Hinnant's civil_from_days) */
+static char *date_of(char *p, int64_t z) {
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = (int64_t)yoe + era * 400;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    unsigned d = doy - (153 * mp + 2) / 5 + 1;
+    unsigned m = mp < 10 ? mp + 3 : mp - 9;
+    y += m <= 2;
+    p = digits_of(p, (unsigned)y, 4);
+    *p++ = '-';
+    p = digits_of(p, m, 2);
+    *p++ = '-';
+    return digits_of(p, d, 2);
+}
+
+static int64_t int_at(const void *buf, Py_ssize_t at, int width) {
+    switch (width) {
+    case 1: return ((const int8_t *)buf)[at];
+    case 2: return ((const int16_t *)buf)[at];
+    case 4: return ((const int32_t *)buf)[at];
+    default: return ((const int64_t *)buf)[at];
+    }
+}
+
+static uint64_t uint_at(const void *buf, Py_ssize_t at, int width) {
+    switch (width) {
+    case 1: return ((const uint8_t *)buf)[at];
+    case 2: return ((const uint16_t *)buf)[at];
+    case 4: return ((const uint32_t *)buf)[at];
+    default: return ((const uint64_t *)buf)[at];
+    }
+}
 
 typedef struct {
     const char *head;
@@ -194,6 +264,7 @@ static int hash_rows(field_t *f, Py_ssize_t k, Py_ssize_t n, const char *tail, P
             case K_JSON_TEXT: len *= 6; break;
             case K_BASE64: len = 4 * ((len + 2) / 3); break;
             case K_DECIMAL: len = 100; break;
+            case K_INT: case K_UINT: case K_DATE: case K_MICROS: len = 32; break;
             }
             need += (size_t)f[j].head_len + 4 + len;
         }
@@ -220,6 +291,25 @@ static int hash_rows(field_t *f, Py_ssize_t k, Py_ssize_t n, const char *tail, P
             *p++ = '"';
             if (x->kind == K_DECIMAL) {
                 p = decimal_of(p, (const unsigned char *)x->data.buf + 32 * at, x->scale);
+            } else if (x->kind == K_INT) {
+                p = int_of(p, int_at(x->data.buf, at, x->scale));
+            } else if (x->kind == K_UINT) {
+                p = uint_of(p, uint_at(x->data.buf, at, x->scale));
+            } else if (x->kind == K_DATE) {
+                p = date_of(p, ((const int32_t *)x->data.buf)[at]);
+            } else if (x->kind == K_MICROS) {
+                int64_t us = ((const int64_t *)x->data.buf)[at];
+                int64_t days = us >= 0 ? us / 86400000000LL : -((-us + 86400000000LL - 1) / 86400000000LL);
+                int64_t in_day = us - days * 86400000000LL;
+                p = date_of(p, days);
+                *p++ = ' ';
+                p = digits_of(p, (unsigned)(in_day / 3600000000LL), 2);
+                *p++ = ':';
+                p = digits_of(p, (unsigned)(in_day / 60000000LL % 60), 2);
+                *p++ = ':';
+                p = digits_of(p, (unsigned)(in_day / 1000000LL % 60), 2);
+                *p++ = '.';
+                p = digits_of(p, (unsigned)(in_day % 1000000LL), 6);
             } else {
                 const int32_t *o = (const int32_t *)x->offsets.buf + at;
                 const unsigned char *s = (const unsigned char *)x->data.buf + o[0];
@@ -268,6 +358,16 @@ static int check_field(const field_t *x, Py_ssize_t n) {
             return -1;
         }
         return (x->offset + n) * 32 > x->data.len ? (PyErr_SetString(PyExc_ValueError, "a field's buffers are shorter than its rows"), -1) : 0;
+    case K_INT: case K_UINT:
+        if (x->scale != 1 && x->scale != 2 && x->scale != 4 && x->scale != 8) {
+            PyErr_SetString(PyExc_ValueError, "an integer width other than 1, 2, 4 or 8 bytes");
+            return -1;
+        }
+        return (x->offset + n) * x->scale > x->data.len ? (PyErr_SetString(PyExc_ValueError, "a field's buffers are shorter than its rows"), -1) : 0;
+    case K_DATE:
+        return (x->offset + n) * 4 > x->data.len ? (PyErr_SetString(PyExc_ValueError, "a field's buffers are shorter than its rows"), -1) : 0;
+    case K_MICROS:
+        return (x->offset + n) * 8 > x->data.len ? (PyErr_SetString(PyExc_ValueError, "a field's buffers are shorter than its rows"), -1) : 0;
     default:
         PyErr_SetString(PyExc_ValueError, "unknown field kind");
         return -1;

@@ -647,8 +647,16 @@ class RowHashes(Sequence[bytes]):
 
 
 # The C loop's field kinds (formats/_rowhash.c): canonical text as it is, text to JSON-escape, bytes to
-# base64, decimal256 to canonical_number.
-_C_TEXT, _C_JSON_TEXT, _C_BASE64, _C_DECIMAL = 0, 1, 2, 4
+# base64, decimal256 to canonical_number, integers, date32 and timestamp[us] to Arrow's text of them.
+_C_TEXT, _C_JSON_TEXT, _C_BASE64, _C_DECIMAL, _C_INT, _C_UINT, _C_DATE, _C_MICROS = 0, 1, 2, 4, 5, 6, 7, 8
+_C_DAYS = (-719162, 2932896)  # 0001-01-01 and 9999-12-31, days from 1970-01-01: the years the loop writes
+_C_MICROS_RANGE = (_C_DAYS[0] * 86_400_000_000, (_C_DAYS[1] + 1) * 86_400_000_000 - 1)
+
+
+def _within(values: pa.Array, bounds: tuple[int, int]) -> bool:
+    got = pc.min_max(values)
+    lo, hi = got["min"].as_py(), got["max"].as_py()
+    return lo is None or (bounds[0] <= lo and hi <= bounds[1])
 
 
 def _c_field(head: str, arr: pa.Array, col: dict[str, Any]) -> tuple[bytes, int, Any, Any, Any, int, int] | None:
@@ -659,13 +667,23 @@ def _c_field(head: str, arr: pa.Array, col: dict[str, Any]) -> tuple[bytes, int,
         c_kind, values, scale = _C_BASE64, arr, 0
     elif kind == "decimal" and isinstance(arr.type, pa.Decimal256Type):
         c_kind, values, scale = _C_DECIMAL, arr, int(col.get("scale") or 0)
+    elif kind in ("int", "uint", "year", "bit") and pa.types.is_integer(arr.type):
+        c_kind = _C_INT if pa.types.is_signed_integer(arr.type) else _C_UINT
+        values, scale = arr, arr.type.bit_width // 8
+    elif kind == "time" and pa.types.is_duration(arr.type) and arr.type.unit == "us":
+        c_kind, values, scale = _C_INT, arr.view(pa.int64()), 8
+    elif kind == "date" and pa.types.is_date32(arr.type) and _within(arr.view(pa.int32()), _C_DAYS):
+        c_kind, values, scale = _C_DATE, arr, 0
+    elif (kind in ("datetime", "timestamp") and pa.types.is_timestamp(arr.type) and arr.type.unit == "us"
+          and _within(arr.view(pa.int64()), _C_MICROS_RANGE)):
+        c_kind, values, scale = _C_MICROS, arr, 0
     else:
         values = canonical_texts(arr, col)
         if not (pa.types.is_string(values.type) or pa.types.is_binary(values.type)):
             return None
         c_kind, scale = (_C_JSON_TEXT if kind in ("string", "json") else _C_TEXT), 0
     bufs = values.buffers()
-    if c_kind == _C_DECIMAL:
+    if c_kind in (_C_DECIMAL, _C_INT, _C_UINT, _C_DATE, _C_MICROS):
         offsets, data = None, bufs[1]
     else:
         offsets, data = bufs[1], bufs[2] or pa.py_buffer(b"")

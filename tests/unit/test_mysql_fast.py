@@ -277,7 +277,27 @@ def test_the_c_loop_hashes_what_arrow_and_hashlib_do(monkeypatch: Any) -> None:
     nrows += [(Decimal("0E-30"), Decimal(0), 0.0, -0.0, b""), (None, None, None, None, None),
               (Decimal("-" + "9" * 35 + "." + "9" * 30), Decimal("99999999999999999999"), 5e-324, 3.4028234663852886e38, b"\xff")]
     nbatch = driver_batch(nrows, ncols, arrow_schema(ncols))
-    sides = [(b, COLS) for b in cases] + [(tbatch, tcols), (nbatch, ncols), (nbatch.slice(1000, 1500), ncols)]
+    # random integers of every width, dates and times over MySQL's whole ranges (before 1970 included)
+    icols = [col("i8", "tinyint", "tinyint(4)"), col("u16", "smallint", "smallint(5) unsigned"),
+             col("i32", "int", "int(11)"), col("i64", "bigint", "bigint(20)"), col("u64", "bigint", "bigint(20) unsigned"),
+             col("y", "year", "year(4)"), col("bt", "bit", "bit(64)"), col("da", "date", "date"),
+             col("dt", "datetime", "datetime(6)"), col("ts", "timestamp", "timestamp(6)"), col("tm", "time", "time(6)")]
+    day0, days = date(1000, 1, 1).toordinal(), date(9999, 12, 31).toordinal() - date(1000, 1, 1).toordinal()
+    irows = []
+    for _ in range(3000):
+        d = date.fromordinal(day0 + rng.randrange(days + 1))
+        dt = datetime(d.year, d.month, d.day, rng.randrange(24), rng.randrange(60), rng.randrange(60),
+                      rng.choice([0, 999999, rng.randrange(10 ** 6)]))
+        irows.append((rng.randrange(-128, 128), rng.randrange(2 ** 16), rng.randrange(-2 ** 31, 2 ** 31),
+                      rng.randrange(-2 ** 63, 2 ** 63), rng.randrange(2 ** 64), rng.choice([0, 1901, 2155, 1999]),
+                      rng.randrange(2 ** 64), d, dt, datetime(rng.randrange(1970, 2038), 1 + rng.randrange(12), 1,
+                      tzinfo=UTC), timedelta(microseconds=rng.randrange(-3020399999999, 3020399999999 + 1))))
+    irows += [(-128, 65535, -2 ** 31, -2 ** 63, 2 ** 64 - 1, None, 0, date(1, 1, 1), datetime(1, 1, 1), None,
+               timedelta(0)), (127, 0, 2 ** 31 - 1, 2 ** 63 - 1, 0, 2155, None, date(9999, 12, 31),
+               datetime(9999, 12, 31, 23, 59, 59, 999999), datetime(1970, 1, 1, tzinfo=UTC), None)]
+    ibatch = driver_batch(irows, icols, arrow_schema(icols))
+    sides = [(b, COLS) for b in cases] + [(tbatch, tcols), (nbatch, ncols), (nbatch.slice(1000, 1500), ncols),
+                                          (ibatch, icols), (ibatch.slice(2999, 3), icols)]
     fast = [row_hashes(b, c) for b, c in sides]
     monkeypatch.setattr(parquet, "_rowhash", None)
     slow = [row_hashes(b, c) for b, c in sides]
@@ -285,6 +305,11 @@ def test_the_c_loop_hashes_what_arrow_and_hashlib_do(monkeypatch: Any) -> None:
         assert isinstance(f, RowHashes) and isinstance(s, list)
         assert list(f) == s and f == s and len(f) == len(s)
         assert hash_sum(f) == hash_sum(s) and hashes_array(f).equals(hashes_array(s))
+    # each column took its own C kind (no Arrow text), and a date outside 0001-9999 keeps Arrow's text
+    kinds = [parquet._c_field("h", ibatch.column(i), c)[1] for i, c in enumerate(icols)]  # type: ignore[index]
+    assert kinds == [5, 6, 5, 5, 6, 5, 6, 7, 8, 8, 5]
+    far = pa.array([-800_000, 0], pa.int32()).view(pa.date32())
+    assert parquet._c_field("h", far, col("da", "date", "date"))[1] == 0  # type: ignore[index]
     f, s = fast[0], slow[0]
     assert f[-1] == s[-1] and f[5:9] == s[5:9] and f[::700] == s[::700]
     assert isinstance(f[5:9], RowHashes) and joined_hashes([f[:10], f[10:]]).blob == f.blob  # type: ignore[attr-defined]
