@@ -388,23 +388,27 @@ def source_tree(env: dict[str, str]) -> Path:
 
 
 def build_extensions(pkg: Path) -> str:
-    """Build the C row hasher (``formats/_rowhash.c``) in the tree under test, as the install builds it in
-    place; "c" when backupctl there imports it, else "hashlib" (the Python path; an older tree has no C)."""
-    src = pkg / "formats" / "_rowhash.c"
-    if src.exists() and not list((pkg / "formats").glob("_rowhash*.so")):
-        from setuptools import Distribution, Extension
+    """Build the C modules (``formats/_*.c``: the row hasher and the row splitter) in the tree under test,
+    as the install builds them in place; which of them backupctl there imports ("c"), or "hashlib" when
+    the row hasher is not there (the Python path; an older tree has no C)."""
+    from setuptools import Distribution, Extension
 
+    for src in sorted((pkg / "formats").glob("_*.c")):
+        if list((pkg / "formats").glob(f"{src.stem}*.so")):
+            continue
         with tempfile.TemporaryDirectory(prefix="bench-ext-") as tmp:
-            dist = Distribution({"name": "backupctl-bench-ext",
-                                 "ext_modules": [Extension("backupctl.formats._rowhash", [str(src)], optional=True)]})
+            ext = Extension(f"backupctl.formats.{src.stem}", [str(src)], optional=True)
+            dist = Distribution({"name": "backupctl-bench-ext", "ext_modules": [ext]})
             cmd = dist.get_command_obj("build_ext")
             cmd.build_lib, cmd.build_temp = str(pkg.parent), tmp  # type: ignore[attr-defined]
             cmd.ensure_finalized()
             cmd.run()
-    code = "import sys; sys.path.pop(0); from backupctl.formats import parquet; print(parquet.__dict__.get('_rowhash'))"
+    code = ("import sys; sys.path.pop(0); from backupctl.formats import parquet, mysql_text; "
+            "print(parquet.__dict__.get('_rowhash') is not None, mysql_text.__dict__.get('_mysqltext') is not None)")
     env = {**os.environ, "PYTHONPATH": str(pkg.parent)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd="/")
-    return "hashlib" if out.stdout.strip() == "None" else "c"
+    hasher, splitter = (out.stdout.split() + ["False", "False"])[:2]
+    return ("c" if hasher == "True" else "hashlib") + (", rows split by c" if splitter == "True" else "")
 
 
 def fingerprint(pkg: Path) -> str:

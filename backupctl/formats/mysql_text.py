@@ -16,11 +16,19 @@ before (docs/adr/0022).
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 import pyarrow as pa
 
 from backupctl.errors import FormatError
 from backupctl.formats.mysql_params import MAX_PACKET
+
+_mysqltext: ModuleType | None
+try:  # the same split in one C pass (formats/_mysqltext.c, docs/adr/0024)
+    from backupctl.formats import _mysqltext
+except ImportError:  # not built: numpy below
+    _mysqltext = None
 
 NULL = 0xFB
 
@@ -29,6 +37,21 @@ def text_columns(data: bytes, starts: np.ndarray, ncols: int) -> list[pa.Array]:
     """The binary array of each of ``ncols`` columns of the row packets starting at ``starts`` in
     ``data`` (NULLs null). A row whose values do not end where its packet does is a FormatError.
     A row longer than a packet comes alone, its payloads joined (``mysql_conn.TextRows``)."""
+    if _mysqltext is not None and ncols > 0:
+        try:
+            split = _mysqltext.split_columns(data, np.ascontiguousarray(starts, dtype=np.int64), ncols)
+        except ValueError as e:
+            raise FormatError(str(e)) from e
+        n = len(starts)
+        return [pa.Array.from_buffers(pa.binary(), n, [None if validity is None else pa.py_buffer(validity),
+                                                       pa.py_buffer(offsets), pa.py_buffer(values)],
+                                      null_count=nulls)
+                for validity, nulls, offsets, values in split]
+    return numpy_text_columns(data, starts, ncols)
+
+
+def numpy_text_columns(data: bytes, starts: np.ndarray, ncols: int) -> list[pa.Array]:
+    """``text_columns`` with numpy (where the C module is not built; the reference its tests compare with)."""
     n = len(starts)
     buf = np.frombuffer(data, dtype=np.uint8)
     lengths = buf[starts] | buf[starts + 1].astype(np.int64) << 8 | buf[starts + 2].astype(np.int64) << 16

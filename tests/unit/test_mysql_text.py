@@ -120,3 +120,51 @@ def test_rows_with_another_number_of_values_are_refused() -> None:
         text_columns(data, starts, 2)
     with pytest.raises(FormatError, match="exactly 1 values"):
         text_columns(data, starts[:1], 1)
+
+
+def test_the_c_split_is_the_numpy_split() -> None:
+    """``text_columns`` splits rows in C (formats/_mysqltext.c, built by the install): the same arrays as
+    the numpy split for random rows (every length-prefix form up to 3 bytes, NULLs, empty values), and
+    the same refusals of malformed rows; ``packet_starts`` finds the packets the Python loop finds."""
+    import random
+
+    from backupctl.formats import mysql_text
+
+    if mysql_text._mysqltext is None:  # a skip fails the run under CI=true (tests/conftest.py)
+        pytest.skip("the C row splitter (backupctl/formats/_mysqltext.c) was not built")
+    c = mysql_text._mysqltext
+    rng = random.Random(3)
+    sizes = [0, 1, 250, 251, 252, 65_535, 65_536, 70_000]
+    rows = [[None if rng.random() < 0.2 else bytes(rng.getrandbits(8) for _ in range(rng.choice(sizes[:5])))
+             if rng.random() < 0.9 else b"\xfb" * rng.choice(sizes) for _ in range(5)] for _ in range(400)]
+    data = stream(rows, tail=b"")
+    starts, pos = [], 0
+    while pos < len(data):
+        starts.append(pos)
+        pos += 4 + int.from_bytes(data[pos:pos + 3], "little")
+    arr = np.array(starts, dtype=np.int64)
+    for lo, hi in ((0, 400), (0, 1), (17, 230), (399, 400)):
+        sub = data[starts[lo]:starts[hi] if hi < 400 else len(data)]
+        s = arr[lo:hi] - starts[lo]
+        fast, slow = text_columns(sub, s, 5), mysql_text.numpy_text_columns(sub, s, 5)
+        assert [a.to_pylist() for a in fast] == [a.to_pylist() for a in slow] == [list(x) for x in zip(*rows[lo:hi], strict=True)]
+        assert [a.null_count for a in fast] == [a.null_count for a in slow]
+    # malformed: a value cut short, a 0xFF prefix, a missing value, rows not back to back, a start outside
+    one = b"\x05\x00\x00\x01" + b"\x03abc" + b"\x00"
+    bad = [(b"\x05\x00\x00\x01\x09abcd", [0], 1), (b"\x02\x00\x00\x01\xff\x00", [0], 1), (one, [0], 3),
+           (one + one, [0, 10], 2), (one + one, [0, 8], 2), (one, [7], 2)]
+    for buf, st, ncols in bad:
+        for split in (text_columns, mysql_text.numpy_text_columns):
+            with pytest.raises((FormatError, IndexError)):
+                split(buf, np.array(st, dtype=np.int64), ncols)
+        with pytest.raises(FormatError):
+            text_columns(buf, np.array(st, dtype=np.int64), ncols)
+    # packet starts, with the last packet's payload not all there yet
+    for cut in (len(data), len(data) - 1, 3, 0, 4):
+        got: list[int] = []
+        end = c.packet_starts(bytearray(data[:cut]), 0, got)
+        want, p = [], 0
+        while p <= cut - 4:
+            want.append(p)
+            p += 4 + int.from_bytes(data[p:p + 3], "little")
+        assert (got, end) == (want, p)

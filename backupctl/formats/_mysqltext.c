@@ -1,0 +1,194 @@
+/* MySQL text-protocol row packets -> one Arrow binary array's buffers per column, in C (docs/adr/0024).
+ * The same work as formats/mysql_text.text_columns (numpy) and the per-row loop of
+ * mysql_conn.TextRows.chunks, which stay as the fallback and the reference.
+ *
+ * packet_starts(buf, pos, starts) -> pos
+ *   Appends to the list starts the start of every whole packet header from pos (while pos <= len - 4)
+ *   and returns the position after the last one (past the end when its payload has not all arrived).
+ *
+ * split_columns(data, starts, ncols) -> [(validity or None, null_count, offsets, values)] * ncols
+ *   data: the row packets back to back; starts: int64 buffer of each row's start. A row packet is a
+ *   3-byte length, a sequence byte, then per column a length-encoded string (one byte < 0xFB, or 0xFC
+ *   and 2, 0xFD and 3, 0xFE and 8 little-endian bytes) or 0xFB for NULL. A header of 0xFFFFFF is a long
+ *   row whose packets were joined: it runs to the end of data. validity is an Arrow bitmap, offsets
+ *   int32. Every length is checked against its row's end; a malformed row is a ValueError whose
+ *   message formats/mysql_text.py turns into a FormatError.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_PACKET 0xFFFFFF
+
+static PyObject *packet_starts(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t pos;
+    PyObject *starts;
+    if (!PyArg_ParseTuple(args, "y*nO!", &buf, &pos, &PyList_Type, &starts))
+        return NULL;
+    const unsigned char *b = (const unsigned char *)buf.buf;
+    Py_ssize_t limit = buf.len - 4;
+    while (pos >= 0 && pos <= limit) {
+        PyObject *v = PyLong_FromSsize_t(pos);
+        if (v == NULL || PyList_Append(starts, v) < 0) {
+            Py_XDECREF(v);
+            PyBuffer_Release(&buf);
+            return NULL;
+        }
+        Py_DECREF(v);
+        pos += 4 + (Py_ssize_t)(b[pos] | (b[pos + 1] << 8) | (b[pos + 2] << 16));
+    }
+    PyBuffer_Release(&buf);
+    return PyLong_FromSsize_t(pos);
+}
+
+static PyObject *split_columns(PyObject *self, PyObject *args) {
+    Py_buffer data, sb;
+    Py_ssize_t ncols;
+    if (!PyArg_ParseTuple(args, "y*y*n", &data, &sb, &ncols))
+        return NULL;
+    PyObject *result = NULL;
+    int64_t *vstart = NULL, *vlen = NULL, *total = NULL;
+    Py_ssize_t *nulls = NULL;
+    Py_ssize_t n = sb.len / (Py_ssize_t)sizeof(int64_t);
+    const int64_t *starts = (const int64_t *)sb.buf;
+    const unsigned char *d = (const unsigned char *)data.buf;
+    Py_ssize_t dlen = data.len;
+    if (ncols < 1 || sb.len % (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "split_columns: ncols must be positive and starts an int64 buffer");
+        goto done;
+    }
+    vstart = PyMem_Malloc(sizeof(int64_t) * (size_t)(n * ncols + 1));
+    vlen = PyMem_Malloc(sizeof(int64_t) * (size_t)(n * ncols + 1));
+    total = PyMem_Calloc((size_t)ncols, sizeof(int64_t));
+    nulls = PyMem_Calloc((size_t)ncols, sizeof(Py_ssize_t));
+    if (!vstart || !vlen || !total || !nulls) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t s = starts[i];
+        if (s < 0 || s + 4 > dlen) {
+            PyErr_Format(PyExc_ValueError, "a row packet of the result starts outside the data (row %zd of %zd)", i + 1, n);
+            goto done;
+        }
+        int64_t plen = d[s] | (d[s + 1] << 8) | ((int64_t)d[s + 2] << 16);
+        int64_t end = plen == MAX_PACKET ? dlen : s + 4 + plen;
+        if (end > dlen) {
+            PyErr_Format(PyExc_ValueError, "a row packet of the result runs past the data (row %zd of %zd)", i + 1, n);
+            goto done;
+        }
+        if (i + 1 < n && starts[i + 1] != end) {
+            PyErr_SetString(PyExc_ValueError, "row packets of the result are not contiguous");
+            goto done;
+        }
+        int64_t pos = s + 4;
+        for (Py_ssize_t j = 0; j < ncols; j++) {
+            if (pos >= end) {
+                PyErr_Format(PyExc_ValueError, "a row packet of the result ends before its column %zd of %zd", j + 1, ncols);
+                goto done;
+            }
+            unsigned first = d[pos];
+            int64_t size = 1, len = 0;
+            if (first < 0xFB) {
+                len = first;
+            } else if (first == 0xFB) {
+                len = -1;
+            } else if (first == 0xFF) {
+                PyErr_Format(PyExc_ValueError, "a row packet of the result has an invalid length in column %zd", j + 1);
+                goto done;
+            } else {
+                int width = first == 0xFC ? 2 : first == 0xFD ? 3 : 8;
+                if (pos + 1 + width > end) {
+                    PyErr_Format(PyExc_ValueError, "a row packet of the result does not hold exactly %zd values", ncols);
+                    goto done;
+                }
+                uint64_t v = 0;
+                for (int b = width - 1; b >= 0; b--)
+                    v = (v << 8) | d[pos + 1 + b];
+                if (v > (uint64_t)(end - pos)) {
+                    PyErr_Format(PyExc_ValueError, "a row packet of the result does not hold exactly %zd values", ncols);
+                    goto done;
+                }
+                len = (int64_t)v;
+                size = 1 + width;
+            }
+            vstart[i * ncols + j] = pos + size;
+            vlen[i * ncols + j] = len;
+            if (len < 0) {
+                nulls[j]++;
+                len = 0;
+            }
+            total[j] += len;
+            pos += size + len;
+        }
+        if (pos != end) {
+            PyErr_Format(PyExc_ValueError, "a row packet of the result does not hold exactly %zd values", ncols);
+            goto done;
+        }
+    }
+    result = PyList_New(ncols);
+    if (result == NULL)
+        goto done;
+    for (Py_ssize_t j = 0; j < ncols; j++) {
+        if (total[j] > INT32_MAX) {
+            PyErr_SetString(PyExc_ValueError, "a column's values exceed 2 GiB in one chunk");
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyObject *offsets = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int32_t) * (n + 1));
+        PyObject *values = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total[j]);
+        PyObject *validity = nulls[j] ? PyBytes_FromStringAndSize(NULL, (n + 7) / 8) : (Py_INCREF(Py_None), Py_None);
+        if (!offsets || !values || !validity) {
+            Py_XDECREF(offsets);
+            Py_XDECREF(values);
+            Py_XDECREF(validity);
+            Py_CLEAR(result);
+            goto done;
+        }
+        int32_t *o = (int32_t *)PyBytes_AS_STRING(offsets);
+        char *v = PyBytes_AS_STRING(values);
+        uint8_t *bits = validity != Py_None ? (uint8_t *)PyBytes_AS_STRING(validity) : NULL;
+        if (bits)
+            memset(bits, 0, (size_t)((n + 7) / 8));
+        int32_t at = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[i] = at;
+            int64_t len = vlen[i * ncols + j];
+            if (len < 0)
+                continue;
+            if (bits)
+                bits[i >> 3] |= (uint8_t)(1u << (i & 7));
+            memcpy(v + at, d + vstart[i * ncols + j], (size_t)len);
+            at += (int32_t)len;
+        }
+        o[n] = at;
+        PyObject *t = Py_BuildValue("(NnNN)", validity, nulls[j], offsets, values);
+        if (t == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, j, t);
+    }
+done:
+    PyMem_Free(vstart);
+    PyMem_Free(vlen);
+    PyMem_Free(total);
+    PyMem_Free(nulls);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&sb);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"packet_starts", packet_starts, METH_VARARGS,
+     "packet_starts(buf, pos, starts) -> pos: append every whole packet's start from pos to starts."},
+    {"split_columns", split_columns, METH_VARARGS,
+     "split_columns(data, starts, ncols) -> [(validity, null_count, offsets, values)]: each column's buffers."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_mysqltext", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__mysqltext(void) { return PyModule_Create(&module); }
