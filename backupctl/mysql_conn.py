@@ -29,6 +29,7 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -723,17 +724,23 @@ def translate(e: pymysql.MySQLError, what: str) -> BaseException:
     return e
 
 
-def run_sql(conn: pymysql.connections.Connection, sql: str, params: Any = None, what: str = "querying") -> list[Any]:
-    """Execute one statement (always %-formatted, see quote_ident) and return its rows, errors translated."""
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Raise a pymysql error from inside as its backupctl error (``translate``), others as they are."""
     try:
-        with conn.cursor() as cur:
-            cur.execute(sql, tuple(params) if params is not None else ())
-            return list(cur.fetchall())
+        yield
     except pymysql.MySQLError as e:
         t = translate(e, what)
         if isinstance(t, BackupctlError):
             raise t from e
         raise
+
+
+def run_sql(conn: pymysql.connections.Connection, sql: str, params: Any = None, what: str = "querying") -> list[Any]:
+    """Execute one statement (always %-formatted, see quote_ident) and return its rows, errors translated."""
+    with translated(what), conn.cursor() as cur:
+        cur.execute(sql, tuple(params) if params is not None else ())
+        return list(cur.fetchall())
 
 
 __all__ = [

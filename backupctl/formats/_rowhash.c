@@ -190,15 +190,7 @@ static char *decimal_of(char *p, const unsigned char *v, int scale) {
         *p++ = '-';
         e = -e;
     }
-    char ed[12];
-    int ne = 0;
-    do {
-        ed[ne++] = (char)('0' + e % 10);
-        e /= 10;
-    } while (e);
-    while (ne)
-        *p++ = ed[--ne];
-    return p;
+    return uint_of(p, (uint64_t)e);
 }
 
 static unsigned char json_plain[256];  /* 1: a byte written as it is inside a JSON string */

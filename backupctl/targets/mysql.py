@@ -64,6 +64,7 @@ from backupctl.mysql_conn import (
     stmt_execute,
     stmt_prepare,
     translate,
+    translated,
     value_refused,
 )
 from backupctl.repository import task_store
@@ -229,13 +230,8 @@ def append_stage(settings: MySQLSettings, database: str, stage: str, table: str,
     conn = settings.connect()
     try:
         session_setup(conn)
-        with conn.cursor() as cur:
+        with translated(what), conn.cursor() as cur:
             return int(cur.execute(sql))
-    except pymysql.MySQLError as e:
-        t = translate(e, what)
-        if isinstance(t, BackupctlError):
-            raise t from e
-        raise
     finally:
         conn.close()
 
