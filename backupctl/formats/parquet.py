@@ -806,6 +806,38 @@ def _time_from_text(v: bytes) -> timedelta:
     return timedelta(microseconds=-us if neg else us)
 
 
+def _times_from_text(values: pa.Array) -> pa.Array:
+    """TIME texts (``[-]H..H:MM:SS[.f..f]``) as duration[us], column-wise (``_time_from_text`` one value
+    at a time cost ~1.5 us a value; it stays the reference of the tests)."""
+    text = pc.fill_null(pc.cast(values, pa.string()), "00:00:00")  # NULLs set back at the end
+    parts = pc.extract_regex(text, r"^(?P<neg>-?)(?P<h>\d+):(?P<m>\d+):(?P<s>\d+)(?:\.(?P<f>\d*))?$")
+    if parts.null_count:
+        raise pa.ArrowInvalid("a TIME value is not [-]H:MM:SS[.ffffff]")
+    i64 = pa.int64()
+    h, m, sec = (pc.cast(parts.field(k), i64) for k in ("h", "m", "s"))
+    frac = pc.cast(pc.utf8_slice_codeunits(pc.utf8_rpad(parts.field("f"), 6, "0"), 0, 6), i64)
+    us = pc.add(pc.multiply(pc.add(pc.multiply(pc.add(pc.multiply(h, 60), m), 60), sec), 1_000_000), frac)
+    us = pc.if_else(pc.equal(parts.field("neg"), "-"), pc.negate(us), us)
+    return pc.if_else(pc.is_null(values), pa.scalar(None, i64), us).cast(pa.duration("us"))
+
+
+def _bits_from_bytes(values: pa.Array) -> pa.Array:
+    """BIT(n) values (big-endian bytes, up to 8) as uint64, column-wise (numpy: each value right-aligned
+    in 8 bytes, read big-endian)."""
+    offsets, data, validity = _flat(values)
+    offsets = offsets.astype(np.int64)
+    lengths = np.diff(offsets)
+    if len(lengths) and lengths.max(initial=0) > 8:
+        raise pa.ArrowInvalid("a BIT value is longer than 8 bytes")
+    padded = np.zeros((len(lengths), 8), dtype=np.uint8)
+    if len(data):
+        row = np.repeat(np.arange(len(lengths)), lengths)
+        col = np.arange(len(data)) - np.repeat(offsets[:-1], lengths) + np.repeat(8 - lengths, lengths)
+        padded[row, col] = data
+    out = padded.view(">u8").reshape(-1).astype(np.uint64)
+    return pa.Array.from_buffers(pa.uint64(), len(lengths), [validity, pa.py_buffer(out)])
+
+
 def raw_column(values: Sequence[Any] | pa.Array, col: dict[str, Any]) -> pa.Array:
     """An Arrow array of one column from the text protocol's raw bytes (None = NULL), exact as ``normalize``."""
     kind, typ = col["kind"], arrow_type(col)
@@ -829,9 +861,9 @@ def raw_column(values: Sequence[Any] | pa.Array, col: dict[str, Any]) -> pa.Arra
         if kind == "float32":
             return pc.cast(pc.cast(_raw_text(values), pa.float64()), typ, safe=False)
         if kind == "bit":
-            return pa.array([None if v is None else int.from_bytes(v, "big") for v in values.to_pylist()], typ)
+            return _bits_from_bytes(values)
         if kind == "time":
-            return pa.array([None if v is None else _time_from_text(v) for v in values.to_pylist()], typ)
+            return _times_from_text(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
         raise FormatError(f"column {col['name']!r}: cannot store value as {typ}: {e}") from e
     raise FormatError(f"column {col['name']!r}: unsupported kind {kind}")  # pragma: no cover

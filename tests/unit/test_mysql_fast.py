@@ -338,3 +338,38 @@ def test_the_c_loop_refuses_buffers_shorter_than_its_rows() -> None:
         parquet._rowhash.sha256_docs(1, [(b'{"a":', 4, None, doubles, None, 0, 2)], b"}")
     with pytest.raises(ValueError, match="unknown field kind"):
         parquet._rowhash.sha256_docs(1, [(b'{"a":', 3, None, doubles, None, 0, 0)], b"}")
+
+
+def test_time_and_bit_texts_parse_column_wise_as_value_by_value() -> None:
+    """TIME texts and BIT bytes from the text protocol are typed column-wise (``raw_column``): the same
+    values as the one-value-at-a-time parsers for random TIMEs over MySQL's range with 0-6 fraction
+    digits, BITs of 0-8 bytes, NULLs and slices; a malformed value is one FormatError naming the column."""
+    import random
+
+    from backupctl.errors import FormatError
+    from backupctl.formats.parquet import _time_from_text, raw_column
+
+    rng = random.Random(9)
+    times: list[bytes | None] = []
+    for _ in range(5000):
+        us = rng.randrange(-3020399999999, 3020399999999 + 1)
+        h, rest = divmod(abs(us), 3_600_000_000)
+        m, rest = divmod(rest, 60_000_000)
+        s, f = divmod(rest, 1_000_000)
+        fsp = rng.randrange(7)
+        times.append(f"{'-' if us < 0 else ''}{h:02d}:{m:02d}:{s:02d}{'.' + f'{f:06d}'[:fsp] if fsp else ''}".encode())
+    times += [b"-838:59:59", b"838:59:59.000000", b"-00:00:00.000001", b"00:00:00", None, b"25:00:00.000001"]
+    tcol = col("t", "time", "time(6)")
+    tarr = pa.array(times, pa.binary())
+    want = [None if v is None else _time_from_text(v) for v in times]
+    assert raw_column(tarr, tcol).to_pylist() == want
+    assert raw_column(tarr.slice(4998, 6), tcol).to_pylist() == want[4998:5004]
+    bits = [None if rng.random() < 0.1 else bytes(rng.getrandbits(8) for _ in range(rng.randrange(9)))
+            for _ in range(5000)] + [b"", b"\xff" * 8, b"\x01", None]
+    bcol = col("b", "bit", "bit(64)")
+    barr = pa.array(bits, pa.binary())
+    bwant = [None if v is None else int.from_bytes(v, "big") for v in bits]
+    assert raw_column(barr, bcol).to_pylist() == bwant and raw_column(barr.slice(7, 300), bcol).to_pylist() == bwant[7:307]
+    for bad, c in (([b"12:00"], tcol), ([b"1:2:3:4"], tcol), ([b"x"], tcol), ([b"\x01" * 9], bcol)):
+        with pytest.raises(FormatError, match=f"column '{c['name']}'"):
+            raw_column(pa.array(bad, pa.binary()), c)
