@@ -50,7 +50,7 @@ from backupctl.errors import (
     NotFound,
 )
 from backupctl.formats.mysql_params import MAX_PACKET
-from backupctl.formats.mysql_text import _mysqltext
+from backupctl.formats.mysql_text import packet_starts
 from backupctl.passwords import SecretRef
 from backupctl.passwords import resolve_password as _resolve
 from backupctl.retry import RetryPolicy
@@ -524,15 +524,9 @@ class TextRows:
         starts: list[int] = []
         pos = 0
         while True:
-            # Every whole packet from pos: the one Python step per row. Whether one is not a row is
-            # checked for all of them at once, when a chunk is full or the last one may end the result.
-            if _mysqltext is not None:  # the same loop in C (formats/_mysqltext.c)
-                pos = _mysqltext.packet_starts(buf, pos, starts)
-            else:
-                limit = len(buf) - 4
-                while pos <= limit:
-                    starts.append(pos)
-                    pos += 4 + (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16)
+            # Every whole packet from pos (one step per row, in C where built). Whether one is not a row
+            # is checked for all of them at once, when a chunk is full or the last one may end the result.
+            pos = packet_starts(buf, pos, starts)
             if pos > len(buf):  # the last packet has not fully arrived
                 pos = starts.pop()
             if not starts or (pos < self.CHUNK and self._kind(buf, starts[-1]) is None):

@@ -33,6 +33,18 @@ except ImportError:  # not built: numpy below
 NULL = 0xFB
 
 
+def packet_starts(buf: bytearray, pos: int, starts: list[int]) -> int:
+    """Append to ``starts`` the start of every whole packet header from ``pos`` (while ``pos <= len - 4``);
+    the position after the last one (past the end when its payload has not all arrived)."""
+    if _mysqltext is not None:  # the same loop in C (formats/_mysqltext.c)
+        return _mysqltext.packet_starts(buf, pos, starts)
+    limit = len(buf) - 4
+    while pos <= limit:
+        starts.append(pos)
+        pos += 4 + (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16)
+    return pos
+
+
 def text_columns(data: bytes, starts: np.ndarray, ncols: int) -> list[pa.Array]:
     """The binary array of each of ``ncols`` columns of the row packets starting at ``starts`` in
     ``data`` (NULLs null). A row whose values do not end where its packet does is a FormatError.
