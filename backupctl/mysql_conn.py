@@ -559,6 +559,48 @@ class TextRows:
                     yield self._long_row(), np.zeros(1, dtype=np.int64)
 
 
+class PreparedRows(TextRows):
+    """A prepared SELECT's binary row packets (``COM_STMT_EXECUTE``, no cursor), read raw like ``TextRows``.
+
+    The framing is the text protocol's (a packet a row, long rows split at ``MAX_PACKET``, an EOF or
+    error packet after the rows); a binary row starts with 0x00, which no EOF or error packet does. The
+    server sends integers, doubles, dates and times as they are stored instead of formatting them as
+    text: about half its CPU for a bulk read (docs/adr/0025). ``query`` prepares the statement (its
+    parameters inlined as literals) and returns each result column's declared (type code, length);
+    ``execute`` runs it; the statement is closed when its result ends.
+    """
+
+    def __init__(self, conn: pymysql.connections.Connection) -> None:
+        super().__init__(conn)
+        self.stmt_id: int | None = None
+
+    def query(self, sql: str, params: Any) -> list[tuple[int, int]]:  # type: ignore[override]
+        self.stmt_id, _params, fields = _prepare(self.conn, _statement(self.conn, sql, params))
+        return [(f.type_code, f.length) for f in fields]
+
+    def execute(self) -> None:
+        conn = self.conn
+        assert self.stmt_id is not None
+        try:
+            conn._execute_command(COM_STMT_EXECUTE, struct.pack("<IBI", self.stmt_id, 0, 1))
+            ncols = conn._read_packet().read_length_encoded_integer()  # an error packet raises here
+            for _ in range(ncols + 1):  # definitions, then EOF
+                conn._read_packet()
+        except BaseException:
+            self.close_statement()
+            raise
+
+    def close_statement(self) -> None:
+        """``COM_STMT_CLOSE`` (no reply) of the prepared statement, once."""
+        if self.stmt_id is not None:
+            stmt_id, self.stmt_id = self.stmt_id, None
+            self.conn._execute_command(COM_STMT_CLOSE, struct.pack("<I", stmt_id))
+
+    def _finish(self) -> None:
+        super()._finish()
+        self.close_statement()
+
+
 def parse_mysql_uri(uri: str, what: str = "--source", user_optional: bool = False) -> tuple[str, str, int, str]:
     """(user, host, port, database) of ``mysql://USER@HOST[:PORT]/DB``; refuses embedded passwords.
 

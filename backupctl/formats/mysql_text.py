@@ -12,17 +12,24 @@ every value's start and end — [header and first prefix][value 0][prefix 1][val
 column's values are taken from those segments by index (``pc.take``: Arrow copies them in C++).
 The arrays hold the server's bytes exactly; ``parquet.raw_column`` turns them into typed columns as
 before (docs/adr/0022).
+
+Where the C module is built, bulk reads take a prepared SELECT's binary rows instead (``binary_codes``,
+``binary_batch``; docs/adr/0025): the server sends integers, doubles, dates and times as stored, and
+those become column buffers without a text cast. The text path is the fallback.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from backupctl.errors import FormatError
 from backupctl.formats.mysql_params import MAX_PACKET
+from backupctl.formats.parquet import arrow_type, raw_column
 
 _mysqltext: ModuleType | None
 try:  # the same split in one C pass (formats/_mysqltext.c, docs/adr/0024)
@@ -31,6 +38,7 @@ except ImportError:  # not built: numpy below
     _mysqltext = None
 
 NULL = 0xFB
+BINARY_SPLIT = _mysqltext is not None  # binary rows are split in C only (the text rows are the fallback)
 
 
 def packet_starts(buf: bytearray, pos: int, starts: list[int]) -> int:
@@ -60,6 +68,60 @@ def text_columns(data: bytes, starts: np.ndarray, ncols: int) -> list[pa.Array]:
                                       null_count=nulls)
                 for validity, nulls, offsets, values in split]
     return numpy_text_columns(data, starts, ncols)
+
+
+# A prepared SELECT's result column types (``FIELD_TYPE`` codes) -> ``split_binary``'s code for the column.
+_VAR_TYPES = frozenset({0, 15, 16, 245, 246, 247, 248, 249, 250, 251, 252, 253, 254})  # sent as length-encoded bytes
+_INT_TYPES = {1: (1,), 2: (2,), 4: (3, 9), 8: (8,)}  # width -> TINY; SHORT; LONG, INT24; LONGLONG
+_FIXED_KINDS = {"float64": (8, (5,)), "float32": (8, (5,)), "year": (2, (13,))}  # FLOAT is read as ``col + 0e0``
+_TEMPORAL_KINDS = {"date": (b"D", (10, 14)), "datetime": (b"T", (12,)), "timestamp": (b"T", (7,)), "time": (b"M", (11,))}
+_VAR_KINDS = frozenset({"decimal", "string", "json", "binary", "bit"})
+
+
+def binary_codes(columns: list[dict[str, Any]], declared: list[tuple[int, int]]) -> bytes | None:
+    """``split_binary``'s code for each column, from its kind and the type the server declared for it in
+    the prepare reply; None when one is not the type expected (the caller reads text rows instead)."""
+    if _mysqltext is None or len(columns) != len(declared) or not columns:
+        return None
+    codes = bytearray()
+    for col, (code, _length) in zip(columns, declared, strict=True):
+        kind = col["kind"]
+        if kind in _VAR_KINDS and code in _VAR_TYPES:
+            codes.append(0)
+        elif kind in ("int", "uint") and code in _INT_TYPES.get(arrow_type(col).bit_width // 8, ()):
+            codes.append(arrow_type(col).bit_width // 8)
+        elif kind in _FIXED_KINDS and code in _FIXED_KINDS[kind][1]:
+            codes.append(_FIXED_KINDS[kind][0])
+        elif kind in _TEMPORAL_KINDS and code in _TEMPORAL_KINDS[kind][1]:
+            codes += _TEMPORAL_KINDS[kind][0]
+        else:
+            return None
+    return bytes(codes)
+
+
+def binary_batch(data: bytes, starts: np.ndarray, codes: bytes, columns: list[dict[str, Any]],
+                 schema: pa.Schema) -> pa.RecordBatch:
+    """The typed record batch of the binary row packets starting at ``starts`` (``split_binary``, C only):
+    fixed-size values are the column's buffer as they arrive, length-encoded ones are typed like text."""
+    assert _mysqltext is not None
+    try:
+        split = _mysqltext.split_binary(data, np.ascontiguousarray(starts, dtype=np.int64), codes)
+    except ValueError as e:
+        raise FormatError(str(e)) from e
+    n = len(starts)
+    arrays = []
+    for col, (validity, nulls, offsets, values) in zip(columns, split, strict=True):
+        bits = None if validity is None else pa.py_buffer(validity)
+        if offsets is not None:
+            raw = pa.Array.from_buffers(pa.binary(), n, [bits, pa.py_buffer(offsets), pa.py_buffer(values)],
+                                        null_count=nulls)
+            arrays.append(raw_column(raw, col))
+        elif col["kind"] == "float32":  # the double of ``col + 0e0``, exactly the FLOAT
+            doubles = pa.Array.from_buffers(pa.float64(), n, [bits, pa.py_buffer(values)], null_count=nulls)
+            arrays.append(pc.cast(doubles, pa.float32(), safe=False))
+        else:
+            arrays.append(pa.Array.from_buffers(arrow_type(col), n, [bits, pa.py_buffer(values)], null_count=nulls))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def numpy_text_columns(data: bytes, starts: np.ndarray, ncols: int) -> list[pa.Array]:

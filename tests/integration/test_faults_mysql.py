@@ -125,8 +125,8 @@ def mid_read_picker(aws: AwsContext, bucket: str, db: str, max_kills: int,
         for cid, command, state, info in processlist(cur, db, "SELECT %FROM `" + db + "`.`orders`%ORDER BY%"):
             if len(kills) >= max_kills:
                 break
-            if command != "Query" or "OFFSET" in info:
-                continue  # finished, or the planning walk of the primary key
+            if command not in ("Query", "Execute") or "OFFSET" in info:
+                continue  # finished, or the planning walk of the primary key (a chunk is a prepared SELECT)
             m = CHUNK_RE.search(info)
             chunk = int(m.group(1)) // KILL_CHUNK if m else 0
             if chunk in kills:
