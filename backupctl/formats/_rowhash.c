@@ -12,6 +12,7 @@
  *               (formats/parquet._json_escaped): '"' and '\\' escaped, bytes below 0x20 as \b \t \n
  *               \f \r or \u00xx, everything else as it is;
  *     BASE64    standard base64 of those bytes, '=' padded (parquet.base64_texts);
+ *     FLOAT_TEXT Arrow's text of a double (pc.cast to string) laid out as Python's repr() (float_repr_of);
  *     DECIMAL   canonical_number of the decimal256 data[offset + i] with scale: its unscaled integer's
  *               digits without trailing zeros, 'e', then (trailing zeros - scale); 0 is "0"
  *               (parquet._decimal_canonical).
@@ -39,8 +40,9 @@ static sha256_init_fn sha256_init = NULL;
 static sha256_update_fn sha256_update = NULL;
 static sha256_final_fn sha256_final = NULL;
 
-/* (3 was repr() of doubles: PyOS_double_to_string took ~1 us a value, Arrow's vectorised text ~0.5 us) */
-enum { K_TEXT = 0, K_JSON_TEXT = 1, K_BASE64 = 2, K_DECIMAL = 4, K_INT = 5, K_UINT = 6, K_DATE = 7, K_MICROS = 8 };
+/* FLOAT_TEXT: repr() of a double from Arrow's text of it (PyOS_double_to_string took ~1 us a value) */
+enum { K_TEXT = 0, K_JSON_TEXT = 1, K_BASE64 = 2, K_FLOAT_TEXT = 3, K_DECIMAL = 4, K_INT = 5, K_UINT = 6, K_DATE = 7,
+       K_MICROS = 8 };
 
 static char *uint_of(char *p, uint64_t v) {
     char rev[24];
@@ -238,6 +240,102 @@ static int is_valid(const field_t *x, Py_ssize_t at) {
     return !x->has_validity || (((const uint8_t *)x->validity.buf)[at >> 3] & (1u << (at & 7)));
 }
 
+/* Python's repr() of a double from Arrow's text of it (pc.cast to string: the same shortest round-trip
+ * digits, in positional or exponent notation by other rules). The digits and the position of the decimal
+ * point (value = 0.DIGITS x 10^decpt) are read off the text, then laid out as repr does: positional when
+ * -4 < decpt <= 16 ("0.0001", "1000000000000000.0", ".0" on integral values), else d[.ddd]e+XX / e-XX.
+ * At most 17 digits are kept and 5 exponent digits read: at most 36 bytes are written. */
+static char *float_repr_of(char *p, const unsigned char *s, size_t len) {
+    /* The common texts are repr's already, or lack only ".0": positional (no exponent) with at most 16
+     * digits before the point (decpt <= 16) and not "0.0000..." (decpt <= -4: repr uses an exponent) */
+    size_t sign = len && s[0] == '-';
+    if (len > sign && (s[sign] < '0' || s[sign] > '9')) {  /* "inf", "-inf", "nan": repr's too */
+        memcpy(p, s, len < 8 ? len : 8);
+        return p + (len < 8 ? len : 8);
+    }
+    if (len > sign && len <= 40 && !memchr(s, 'e', len)) {
+        const unsigned char *dot = memchr(s, '.', len);
+        if (dot == NULL && len - sign <= 16) {
+            memcpy(p, s, len);
+            memcpy(p + len, ".0", 2);
+            return p + len + 2;
+        }
+        if (dot != NULL && (size_t)(dot - s) - sign <= 16 && !(len - sign >= 6 && memcmp(s + sign, "0.0000", 6) == 0)) {
+            memcpy(p, s, len);
+            return p + len;
+        }
+    }
+    const unsigned char *end = s + len;
+    char digits[17];
+    int nd = 0, point = 0, leading = 1;
+    long decpt = 0;
+    if (s < end && *s == '-')
+        *p++ = '-', s++;
+    for (; s < end && *s != 'e' && *s != 'E'; s++) {
+        if (*s == '.') {
+            point = 1;
+        } else if (leading && *s == '0') {
+            decpt -= point;
+        } else {
+            leading = 0;
+            if (nd < 17)
+                digits[nd++] = (char)*s;
+            decpt += !point;
+        }
+    }
+    if (s < end) {
+        int neg = 0, ne = 0;
+        long e = 0;
+        s++;
+        if (s < end && (*s == '+' || *s == '-'))
+            neg = *s++ == '-';
+        for (; s < end && ne < 5; s++, ne++)
+            e = e * 10 + (*s - '0');
+        decpt += neg ? -e : e;
+    }
+    while (nd && digits[nd - 1] == '0')
+        nd--;
+    if (nd == 0) {
+        memcpy(p, "0.0", 3);
+        return p + 3;
+    }
+    if (decpt > -4 && decpt <= 16) {
+        if (decpt <= 0) {
+            *p++ = '0', *p++ = '.';
+            for (long z = decpt; z < 0; z++)
+                *p++ = '0';
+            memcpy(p, digits, (size_t)nd);
+            return p + nd;
+        }
+        if (decpt >= nd) {
+            memcpy(p, digits, (size_t)nd);
+            p += nd;
+            for (long z = nd; z < decpt; z++)
+                *p++ = '0';
+            *p++ = '.', *p++ = '0';
+            return p;
+        }
+        memcpy(p, digits, (size_t)decpt);
+        p += decpt;
+        *p++ = '.';
+        memcpy(p, digits + decpt, (size_t)(nd - decpt));
+        return p + (nd - decpt);
+    }
+    *p++ = digits[0];
+    if (nd > 1) {
+        *p++ = '.';
+        memcpy(p, digits + 1, (size_t)(nd - 1));
+        p += nd - 1;
+    }
+    long x = decpt - 1;
+    *p++ = 'e';
+    *p++ = x < 0 ? '-' : '+';
+    uint64_t ax = (uint64_t)(x < 0 ? -x : x);
+    if (ax < 10)
+        *p++ = '0';
+    return uint_of(p, ax);
+}
+
 /* The rows' documents and hashes (runs without the GIL); -1: out of memory */
 static int hash_rows(field_t *f, Py_ssize_t k, Py_ssize_t n, const char *tail, Py_ssize_t tail_len,
                      unsigned char *digests) {
@@ -257,6 +355,7 @@ static int hash_rows(field_t *f, Py_ssize_t k, Py_ssize_t n, const char *tail, P
             case K_BASE64: len = 4 * ((len + 2) / 3); break;
             case K_DECIMAL: len = 100; break;
             case K_INT: case K_UINT: case K_DATE: case K_MICROS: len = 32; break;
+            case K_FLOAT_TEXT: len = 48; break;
             }
             need += (size_t)f[j].head_len + 4 + len;
         }
@@ -308,6 +407,8 @@ static int hash_rows(field_t *f, Py_ssize_t k, Py_ssize_t n, const char *tail, P
                 size_t len = (size_t)(o[1] - o[0]);
                 if (x->kind == K_JSON_TEXT) {
                     p = json_escaped(p, s, len);
+                } else if (x->kind == K_FLOAT_TEXT) {
+                    p = float_repr_of(p, s, len);
                 } else if (x->kind == K_BASE64) {
                     p = base64_of(p, s, len);
                 } else {
@@ -332,7 +433,7 @@ static int check_field(const field_t *x, Py_ssize_t n) {
     if (x->offset < 0 || (x->has_validity && (x->offset + n + 7) / 8 > x->validity.len))
         goto short_;
     switch (x->kind) {
-    case K_TEXT: case K_JSON_TEXT: case K_BASE64: {
+    case K_TEXT: case K_JSON_TEXT: case K_BASE64: case K_FLOAT_TEXT: {
         if (!x->has_offsets || (x->offset + n + 1) * (Py_ssize_t)sizeof(int32_t) > x->offsets.len)
             goto short_;
         const int32_t *o = (const int32_t *)x->offsets.buf + x->offset;

@@ -648,7 +648,7 @@ class RowHashes(Sequence[bytes]):
 
 # The C loop's field kinds (formats/_rowhash.c): canonical text as it is, text to JSON-escape, bytes to
 # base64, decimal256 to canonical_number, integers, date32 and timestamp[us] to Arrow's text of them.
-_C_TEXT, _C_JSON_TEXT, _C_BASE64, _C_DECIMAL, _C_INT, _C_UINT, _C_DATE, _C_MICROS = 0, 1, 2, 4, 5, 6, 7, 8
+_C_TEXT, _C_JSON_TEXT, _C_BASE64, _C_FLOAT_TEXT, _C_DECIMAL, _C_INT, _C_UINT, _C_DATE, _C_MICROS = 0, 1, 2, 3, 4, 5, 6, 7, 8
 _C_DAYS = (-719162, 2932896)  # 0001-01-01 and 9999-12-31, days from 1970-01-01: the years the loop writes
 _C_MICROS_RANGE = (_C_DAYS[0] * 86_400_000_000, (_C_DAYS[1] + 1) * 86_400_000_000 - 1)
 
@@ -677,6 +677,9 @@ def _c_field(head: str, arr: pa.Array, col: dict[str, Any]) -> tuple[bytes, int,
     elif (kind in ("datetime", "timestamp") and pa.types.is_timestamp(arr.type) and arr.type.unit == "us"
           and _within(arr.view(pa.int64()), _C_MICROS_RANGE)):
         c_kind, values, scale = _C_MICROS, arr, 0
+    elif kind in ("float32", "float64") and pa.types.is_floating(arr.type):
+        # Arrow's shortest round-trip text; the C loop lays it out as repr() does (``_float_reprs`` in Python)
+        c_kind, values, scale = _C_FLOAT_TEXT, pc.cast(pc.cast(arr, pa.float64()), pa.string()), 0
     else:
         values = canonical_texts(arr, col)
         if not (pa.types.is_string(values.type) or pa.types.is_binary(values.type)):

@@ -162,6 +162,42 @@ def test_float_canonical_is_repr_for_any_double() -> None:
     assert got32[0] == "0.10000000149011612"
 
 
+def test_the_c_loop_writes_doubles_as_repr(monkeypatch: Any) -> None:
+    """The C loop lays Arrow's text of a double out as ``repr`` (``float_repr_of``): the same hashes as the
+    Python path and as ``row_hash`` one row at a time, for random bit patterns and every edge of repr's
+    notations (positional for 1e-4 <= |v| < 1e16, ".0" on integral values, exponents of 2 and 3 digits)."""
+    import math
+    import random
+    import struct
+
+    from backupctl.formats import parquet
+
+    if parquet._rowhash is None:  # a skip fails the run under CI=true (tests/conftest.py)
+        pytest.skip("the C row hasher (backupctl/formats/_rowhash.c) was not built")
+    rng = random.Random(11)
+    vals: list[float | None] = [struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(30000)]
+    vals += [rng.uniform(-1e6, 1e6) for _ in range(20000)] + [float(rng.randint(-10**17, 10**17)) for _ in range(5000)]
+    vals += [rng.uniform(-1, 1) * 10.0 ** rng.uniform(-9, 22) for _ in range(20000)]
+    for e in range(-9, 23):
+        for m in (1.0, 9.999999999999998, 1.5, 0.9999999999999999, 1.2345678901234567):
+            vals += [m * 10.0 ** e, -m * 10.0 ** e, math.nextafter(10.0 ** e, 0), math.nextafter(10.0 ** e, math.inf)]
+    vals += [0.0, -0.0, math.inf, -math.inf, math.nan, 5e-324, -5e-324, 2.2250738585072014e-308,
+             1.7976931348623157e308, None, 1e15, 1e16, 1e-4, 1e-5, 0.00012345, 9999999999999998.0]
+    cols = [{"name": "g", "kind": "float64", "data_type": "double", "column_type": "double", "nullable": True},
+            {"name": "f", "kind": "float32", "data_type": "float", "column_type": "float", "nullable": True}]
+    f32 = [None if v is None or not math.isfinite(v) or abs(v) > 3.4e38 else v for v in vals]
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(vals, pa.float64()), pa.array(f32, pa.float64()).cast(pa.float32(), safe=False)],
+        schema=parquet.arrow_schema(cols))
+    in_c = list(row_hashes(batch, cols))
+    monkeypatch.setattr(parquet, "_rowhash", None)
+    assert in_c == list(row_hashes(batch, cols))
+    rows = batch.to_pylist()
+    for i in range(0, len(rows), 97):
+        want = row_hash(["g", "f"], ["float64", "float32"], (rows[i]["g"], rows[i]["f"]))
+        assert int.from_bytes(in_c[i], "big") == want, rows[i]
+
+
 def test_base64_texts_are_binascii_for_any_bytes() -> None:
     """The vectorised base64 of binary values is ``b2a_base64(v, newline=False)`` for every length
     (0 to 40: each remainder of 3), random bytes, NULLs, a sliced array and a chunked one."""
@@ -336,8 +372,10 @@ def test_the_c_loop_refuses_buffers_shorter_than_its_rows() -> None:
     doubles = pa.array([1.5, None]).buffers()[1]
     with pytest.raises(ValueError, match="shorter than its rows"):  # a decimal256 is 32 bytes
         parquet._rowhash.sha256_docs(1, [(b'{"a":', 4, None, doubles, None, 0, 2)], b"}")
-    with pytest.raises(ValueError, match="unknown field kind"):
+    with pytest.raises(ValueError, match="shorter than its rows"):  # a double's text needs its offsets
         parquet._rowhash.sha256_docs(1, [(b'{"a":', 3, None, doubles, None, 0, 0)], b"}")
+    with pytest.raises(ValueError, match="unknown field kind"):
+        parquet._rowhash.sha256_docs(1, [(b'{"a":', 9, None, doubles, None, 0, 0)], b"}")
 
 
 def test_time_and_bit_texts_parse_column_wise_as_value_by_value() -> None:
