@@ -250,7 +250,7 @@ def decode_key(values: list[list[str]]) -> list[Any]:
     return out
 
 
-def _after(pk: list[str], values: list[Any], inclusive: bool = False) -> tuple[str, list[Any]]:
+def key_after(pk: list[str], values: list[Any], inclusive: bool = False) -> tuple[str, list[Any]]:
     """SQL for ``(pk) > (values)`` (or ``<=`` its negation with ``inclusive``), index-friendly OR form."""
     terms, params = [], []
     for i, col in enumerate(pk):
@@ -262,11 +262,21 @@ def _after(pk: list[str], values: list[Any], inclusive: bool = False) -> tuple[s
     return "(" + " OR ".join(terms) + ")", params
 
 
+def key_before(pk: list[str], values: list[Any]) -> tuple[str, list[Any]]:
+    """SQL for ``(pk) < (values)``, index-friendly OR form."""
+    terms, params = [], []
+    for i, col in enumerate(pk):
+        eqs = [f"{quote_ident(c)} = %s" for c in pk[:i]]
+        terms.append("(" + " AND ".join([*eqs, f"{quote_ident(col)} < %s"]) + ")")
+        params.extend(values[: i + 1])
+    return "(" + " OR ".join(terms) + ")", params
+
+
 def key_range_where(pk: list[str], first: list[Any], last: list[Any]) -> tuple[str, list[Any]]:
     """SQL for ``first <= (pk) <= last`` in key order (index-friendly OR forms)."""
-    below, p_below = _after(pk, first)  # (pk) > first
+    below, p_below = key_after(pk, first)  # (pk) > first
     eq = "(" + " AND ".join(f"{quote_ident(c)} = %s" for c in pk) + ")"
-    upto, p_upto = _after(pk, last, inclusive=True)  # (pk) <= last
+    upto, p_upto = key_after(pk, last, inclusive=True)  # (pk) <= last
     return f"(({below} OR {eq}) AND {upto})", [*p_below, *first, *p_upto]
 
 
@@ -299,7 +309,7 @@ def chunk_bounds(conn: pymysql.connections.Connection, info: TableInfo, chunk_ro
     while True:
         if ctx_stop is not None and ctx_stop():
             raise Interrupted("stopped")
-        where, params = ("", []) if last is None else _after(pk, last)
+        where, params = ("", []) if last is None else key_after(pk, last)
         sql = (f"SELECT {cols} FROM {table_ref(info.database, info.table)}"
                + (f" WHERE {where}" if where else "")
                + f" ORDER BY {cols} LIMIT 1 OFFSET {int(chunk_rows) - 1}")
@@ -347,11 +357,11 @@ def chunk_select(database: str, table: str, columns: list[dict[str, Any]], pk: l
     exprs = ", ".join(select_expr(c, quote_ident(c["name"])) for c in columns)
     where, params = [], []
     if lo is not None:
-        w, p = _after(pk, decode_key(lo))
+        w, p = key_after(pk, decode_key(lo))
         where.append(w)
         params.extend(p)
     if hi is not None:
-        w, p = _after(pk, decode_key(hi), inclusive=True)
+        w, p = key_after(pk, decode_key(hi), inclusive=True)
         where.append(w)
         params.extend(p)
     sql = f"SELECT {exprs} FROM {table_ref(database, table)}"

@@ -24,7 +24,7 @@ import re
 import secrets
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import IO, Any, NoReturn
 
@@ -69,7 +69,7 @@ from backupctl.mysql_conn import (
 )
 from backupctl.repository import task_store
 from backupctl.retry import RetryPolicy, policy_from_env
-from backupctl.sources.mysql import read_back_sql, read_columns, table_ref
+from backupctl.sources.mysql import key_after, key_before, read_back_sql, read_columns, table_ref
 
 MODES = ("new", "upsert", "replace", "truncate", "append")
 # A key range read back is first compared as the server's bytes (formats.mysql_rows); tests switch it off
@@ -249,6 +249,37 @@ def drop_stage(settings: MySQLSettings, database: str, stage: str) -> str | None
     return None
 
 
+def rows_outside_ranges(settings: MySQLSettings, database: str, table: str, pk: list[str],
+                        ranges: list[tuple[list[Any], list[Any]]]) -> bool:
+    """Whether the table holds a row outside the parts' key ranges ``[first, last]`` (SQL parameters),
+    given in the snapshot's key order: one statement of index probes, one a gap (before the first range,
+    between consecutive ones, after the last) instead of ``COUNT(*)`` reading every row.
+
+    With every range read back as exactly its part's rows, no row in any gap means the table holds
+    exactly the snapshot's rows. Ranges out of key order never hide a row: the first range out of
+    place leaves a part's range (a part has rows) inside a probed gap, which then finds it (the caller
+    counts instead)."""
+    probes, params = [], []
+    lo: list[Any] | None = None
+    for first, last in [*ranges, (None, None)]:
+        conds = []
+        if lo is not None:
+            w, p = key_after(pk, lo)
+            conds.append(w)
+            params.extend(p)
+        if first is not None:
+            w, p = key_before(pk, first)
+            conds.append(w)
+            params.extend(p)
+        probes.append(f"(SELECT 1 FROM {table_ref(database, table)} WHERE {' AND '.join(conds) or '1 = 1'} LIMIT 1)")
+        lo = last
+    conn = settings.connect()
+    try:
+        return bool(run_sql(conn, " UNION ALL ".join(probes), params, f"reading {database}.{table} outside the parts"))
+    finally:
+        conn.close()
+
+
 def count_rows(settings: MySQLSettings, database: str, table: str) -> int:
     """``SELECT COUNT(*)`` of a table, on a connection of its own."""
     conn = settings.connect()
@@ -400,14 +431,14 @@ def _insert_batch(inserter: PreparedInsert, sql: str, batch: Any, columns: list[
 
 
 def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | None = None,
-                  on_loaded: Callable[[str], None] | None = None,
                   send_gate: AbstractContextManager[Any] | None = None) -> dict[str, Any]:
     """Load one part. Checks its sha256 first and its row count and digest as it is read.
 
     Plain inserts stream the part's Arrow batches as ``LOAD DATA LOCAL``
     text (one statement and commit per ``LOAD_ROWS`` rows); upserts use
-    multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``. ``on_loaded(task_id)`` runs once every row of
-    the part is committed, before its key range is read back. ``send_gate``: see ``PreparedInsert``
+    multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``. Once every row of the part is committed its key
+    range is read back (``verify_range``) and the result says how (``range_verified``, ``range_compared``)
+    and between which keys (``range_keys``). ``send_gate``: see ``PreparedInsert``
     and ``server_gate``; the key-range read-back holds it too.
     """
     if spec.get("upsert"):
@@ -481,14 +512,13 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
                 conn.close()
 
         store.policy.call(attempt, what)
-        if on_loaded is not None:
-            on_loaded(spec["task_id"])
         result = _part_result(spec, state, hash_rows)
         if pk:
             with send_gate or nullcontext():  # a read-back takes a place on the server as loads do
                 how = _range_matches(spec, settings, pk, ends, kept) if ends else None
             result["range_verified"] = how is not None
             result["range_compared"] = how
+            result["range_keys"] = range_params(columns, pk, ends) if ends else None
     return result
 
 
@@ -553,6 +583,16 @@ def _part_result(spec: TaskSpec, state: dict[str, int], hash_rows: bool) -> dict
     return {"task_id": spec["task_id"], "rows": digest.count, "digest": digest.hexdigest() if hash_rows else None}
 
 
+def range_params(columns: list[dict[str, Any]], pk: list[str], ends: dict[str, list[Any]]) -> tuple[list[Any], list[Any]]:
+    """A part's first and last key (``ends``) as SQL parameters."""
+    kinds = {c["name"]: c["kind"] for c in columns}
+
+    def params(values: list[Any]) -> list[Any]:
+        return [sql_value(normalize(v, kinds[k]), kinds[k]) for k, v in zip(pk, values, strict=True)]
+
+    return params(ends["first"]), params(ends["last"])
+
+
 def _range_matches(spec: TaskSpec, settings: MySQLSettings, pk: list[str], ends: dict[str, list[Any]],
                    part: KeptPart) -> str | None:
     """How the table's rows between the part's first and last key were proven exactly the part's rows
@@ -567,12 +607,7 @@ def _range_matches(spec: TaskSpec, settings: MySQLSettings, pk: list[str], ends:
     from backupctl.sources.mysql import FETCH_ROWS, key_range_where, reading_back
 
     columns = spec["columns"]
-    kinds = {c["name"]: c["kind"] for c in columns}
-
-    def params(values: list[Any]) -> list[Any]:
-        return [sql_value(normalize(v, kinds[k]), kinds[k]) for k, v in zip(pk, values, strict=True)]
-
-    where, args = key_range_where(pk, params(ends["first"]), params(ends["last"]))
+    where, args = key_range_where(pk, *range_params(columns, pk, ends))
     if _range_bytes_match(spec, settings, pk, where, args, part):
         return "bytes"
     with reading_back(settings, spec["database"], spec["table"], columns, where, args, order_by=pk) as table_rows:

@@ -703,39 +703,63 @@ def test_range_verification_falls_back_to_the_table_and_catches_a_changed_row(  
     assert "changed has 104 rows with digest" in one_error_line(r.err)
 
 
-def test_rows_are_counted_once_every_part_is_in_and_an_intruder_fails_verification(  # type: ignore[no-untyped-def]
+def test_no_row_outside_the_parts_ranges_is_proven_by_index_probes_and_an_intruder_fails_verification(  # type: ignore[no-untyped-def]
         aws: AwsContext, cli, dbs, repo: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Range verification ends with a COUNT(*) of the table, started as soon as the last part is committed
-    (beside the last key-range read-backs): it sees every loaded row, and a row another writer adds inside
-    an already verified range sends the restore to the whole-table read-back, which fails (exit 5)."""
+    """Range verification ends with index probes of the gaps between the parts' key ranges (no COUNT(*)
+    scan): a row another writer adds before the first range, between two ranges or after the last is
+    found, counted, and sends the restore to the whole-table read-back, which fails (exit 5). Ranges
+    given out of key order never pass the probes."""
     from backupctl.errors import VerificationFailed
     from backupctl.restore import MySQLRestoreOptions, restore_mysql
     from backupctl.targets import mysql as mysql_target
 
     src, dst = dbs
     create_types_table(src, "types", extra_rows=100)
-    snap = snapshot(cli, src, "types", repo, "--chunk-rows", "40")
-    real = mysql_target.count_rows
-    at_count: list[int] = []
+    snap = snapshot(cli, src, "types", repo, "--chunk-rows", "30")  # chunks end at (1008, 2), (1018, 2), ...
+    counts: list[str] = []
+    real_count, real_probe = mysql_target.count_rows, mysql_target.rows_outside_ranges
+    probed: list[list[tuple[list[Any], list[Any]]]] = []
+    intruder: dict[str, tuple[int, int]] = {}
 
     def count(settings, database, table):  # type: ignore[no-untyped-def]
-        c = connect(database)
-        with c.cursor() as cur:
-            cur.execute(f"SELECT COUNT(*) FROM {q(table)}")
-            at_count.append(int(cur.fetchone()[0]))
-            if table == "intruded":  # id 500 lies inside the first part's range (ids 2..1012), checked already
-                cur.execute(f"INSERT INTO {q(table)} (id, part, vc) VALUES (500, 0, 'intruder')")
-        c.close()
-        return real(settings, database, table)
+        counts.append(table)
+        return real_count(settings, database, table)
+
+    def probe(settings, database, table, pk, ranges):  # type: ignore[no-untyped-def]
+        probed.append(ranges)
+        if table in intruder:
+            c = connect(database)
+            with c.cursor() as cur:
+                cur.execute(f"INSERT INTO {q(table)} (id, part, vc) VALUES (%s, %s, 'intruder')", intruder[table])
+            c.close()
+        return real_probe(settings, database, table, pk, ranges)
 
     monkeypatch.setattr(mysql_target, "count_rows", count)
-    res = restore_mysql(aws, MySQLRestoreOptions(snapshot_id=snap["snapshot_id"], target_uri=uri(dst), region=DST,
-                                                 repo_uri=repo, table="counted"))
-    assert res["verified_by"] == "part key ranges" and at_count == [104]  # once, with every part committed
-    with pytest.raises(VerificationFailed, match="intruded has 105 rows"):
-        restore_mysql(aws, MySQLRestoreOptions(snapshot_id=snap["snapshot_id"], target_uri=uri(dst), region=DST,
-                                               repo_uri=repo, table="intruded"))
-    assert at_count == [104, 104]
+    monkeypatch.setattr(mysql_target, "rows_outside_ranges", probe)
+
+    def restore(table: str) -> dict[str, Any]:
+        return restore_mysql(aws, MySQLRestoreOptions(snapshot_id=snap["snapshot_id"], target_uri=uri(dst),
+                                                      region=DST, repo_uri=repo, table=table))
+
+    res = restore("counted")
+    assert res["verified_by"] == "part key ranges" and res["table_rows"] == 104
+    assert counts == []  # no COUNT(*)
+    ranges = probed[0]
+    assert len(ranges) == snap["parts"] >= 3
+    assert ranges[0][0] == [2, 7] and ranges[-1][1] == [18446744073709551615, 1]  # first and last keys
+    # a key between two consecutive ranges (the first pair whose ids differ: (a, b + 1) lies between)
+    a, b = next(r[1] for r, nxt in zip(ranges, ranges[1:]) if nxt[0][0] > r[1][0])
+    intruder.update(before=(1, 0), between=(a, b + 1), after=(18446744073709551615, 2))
+    for table in intruder:
+        with pytest.raises(VerificationFailed, match=f"{table} has 105 rows"):
+            restore(table)
+    assert counts == ["before", "between", "after"]  # found by the probes, then counted
+    # the correctly restored table, probed with its ranges out of order: rows "outside" are found
+    settings = mysql_target.MySQLSettings(user="root", host=HOST, port=PORT, database=dst)
+    assert real_probe(settings, dst, "counted", ["id", "part"], ranges) is False
+    assert real_probe(settings, dst, "counted", ["id", "part"], [ranges[1], ranges[0], *ranges[2:]]) is True
+    assert real_probe(settings, dst, "counted", ["id", "part"], ranges[::-1]) is True
+    assert real_probe(settings, dst, "counted", ["id", "part"], ranges[1:]) is True  # a range left out
 
 
 def test_loads_and_key_range_read_backs_share_the_servers_places(  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ from backupctl.formats.parquet import (
     row_hash,
     time_literal,
 )
-from backupctl.sources.mysql import _after, chunk_select, decode_key, encode_key
+from backupctl.sources.mysql import chunk_select, decode_key, encode_key, key_after
 
 
 def col(name: str, data_type: str, column_type: str, **kw: Any) -> dict[str, Any]:
@@ -108,9 +108,9 @@ def test_part_round_trip_with_bounded_row_groups() -> None:
 def test_key_ranges() -> None:
     enc = encode_key((5, "a`b", b"\x00", Decimal("1.5"), datetime(2020, 1, 1), timedelta(seconds=-1)))
     assert decode_key(enc) == [5, "a`b", b"\x00", Decimal("1.5"), "2020-01-01 00:00:00.000000", "-0:00:01.000000"]
-    sql, params = _after(["a", "b"], [1, 2])
+    sql, params = key_after(["a", "b"], [1, 2])
     assert sql == "((`a` > %s) OR (`a` = %s AND `b` > %s))" and params == [1, 1, 2]
-    sql, params = _after(["a", "b"], [1, 2], inclusive=True)
+    sql, params = key_after(["a", "b"], [1, 2], inclusive=True)
     assert sql == "((`a` < %s) OR (`a` = %s AND `b` <= %s))"
     sql, params = chunk_select("d", "t`x", COLS[:3], ["id"], encode_key((1,)), encode_key((9,)))
     assert sql == ("SELECT `id`, `d`, (`f` + 0e0) FROM `d`.`t``x` WHERE ((`id` > %s)) AND ((`id` <= %s)) "
