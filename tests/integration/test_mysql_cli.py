@@ -748,7 +748,7 @@ def test_no_row_outside_the_parts_ranges_is_proven_by_index_probes_and_an_intrud
     assert len(ranges) == snap["parts"] >= 3
     assert ranges[0][0] == [2, 7] and ranges[-1][1] == [18446744073709551615, 1]  # first and last keys
     # a key between two consecutive ranges (the first pair whose ids differ: (a, b + 1) lies between)
-    a, b = next(r[1] for r, nxt in zip(ranges, ranges[1:]) if nxt[0][0] > r[1][0])
+    a, b = next(r[1] for r, nxt in zip(ranges[:-1], ranges[1:], strict=True) if nxt[0][0] > r[1][0])
     intruder.update(before=(1, 0), between=(a, b + 1), after=(18446744073709551615, 2))
     for table in intruder:
         with pytest.raises(VerificationFailed, match=f"{table} has 105 rows"):
