@@ -53,6 +53,103 @@ static PyObject *packet_starts(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(pos);
 }
 
+/* The end of row i's packet (a MAX_PACKET header: a joined long row, to the end of data), checked to
+ * start and end inside data and to be followed by row i + 1; -1 with a ValueError otherwise. */
+static int64_t row_end(const unsigned char *d, Py_ssize_t dlen, const int64_t *starts, Py_ssize_t i, Py_ssize_t n) {
+    int64_t s = starts[i];
+    if (s < 0 || s + 4 > dlen) {
+        PyErr_Format(PyExc_ValueError, "a row packet of the result starts outside the data (row %zd of %zd)", i + 1, n);
+        return -1;
+    }
+    int64_t plen = d[s] | (d[s + 1] << 8) | ((int64_t)d[s + 2] << 16);
+    int64_t end = plen == MAX_PACKET ? dlen : s + 4 + plen;
+    if (end > dlen) {
+        PyErr_Format(PyExc_ValueError, "a row packet of the result runs past the data (row %zd of %zd)", i + 1, n);
+        return -1;
+    }
+    if (i + 1 < n && starts[i + 1] != end) {
+        PyErr_SetString(PyExc_ValueError, "row packets of the result are not contiguous");
+        return -1;
+    }
+    return end;
+}
+
+/* A column's output buffers: int32 offsets for n values (when with_offsets, else None), values of
+ * size bytes (zeroed when fixed, i.e. without offsets) and an Arrow validity bitmap when it has nulls
+ * (cleared, else None). 0, or -1 with every one released. */
+static int new_buffers(Py_ssize_t n, Py_ssize_t size, int with_offsets, Py_ssize_t nulls, PyObject **offsets,
+                       PyObject **values, PyObject **validity) {
+    *offsets = with_offsets ? PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int32_t) * (n + 1))
+                            : (Py_INCREF(Py_None), Py_None);
+    *values = PyBytes_FromStringAndSize(NULL, size);
+    *validity = nulls ? PyBytes_FromStringAndSize(NULL, (n + 7) / 8) : (Py_INCREF(Py_None), Py_None);
+    if (!*offsets || !*values || !*validity) {
+        Py_CLEAR(*offsets);
+        Py_CLEAR(*values);
+        Py_CLEAR(*validity);
+        return -1;
+    }
+    if (nulls)
+        memset(PyBytes_AS_STRING(*validity), 0, (size_t)((n + 7) / 8));
+    if (!with_offsets)
+        memset(PyBytes_AS_STRING(*values), 0, (size_t)size);
+    return 0;
+}
+
+enum { LENENC_OK = 0, LENENC_NULL = 1, LENENC_INVALID = 2, LENENC_SHORT = 3 };
+
+/* The length-encoded string at pos (pos < end): its prefix's size and its length (-1 for the 0xFB of
+ * a text row's NULL: LENENC_NULL), LENENC_INVALID for 0xFF, LENENC_SHORT when prefix or length runs
+ * past end. */
+static int lenenc(const unsigned char *d, int64_t pos, int64_t end, int64_t *size, int64_t *len) {
+    unsigned first = d[pos];
+    *size = 1;
+    *len = 0;
+    if (first < 0xFB) {
+        *len = first;
+        return LENENC_OK;
+    }
+    if (first == 0xFB) {
+        *len = -1;
+        return LENENC_NULL;
+    }
+    if (first == 0xFF)
+        return LENENC_INVALID;
+    int width = first == 0xFC ? 2 : first == 0xFD ? 3 : 8;
+    if (pos + 1 + width > end)
+        return LENENC_SHORT;
+    uint64_t v = 0;
+    for (int b = width - 1; b >= 0; b--)
+        v = (v << 8) | d[pos + 1 + b];
+    if (v > (uint64_t)(end - pos))
+        return LENENC_SHORT;
+    *len = (int64_t)v;
+    *size = 1 + width;
+    return LENENC_OK;
+}
+
+/* Per value of n rows x ncols columns: where it starts and its length (-1: NULL); per column: the
+ * bytes of its values and its NULLs. 0, or -1 with MemoryError (work_free frees what was allocated). */
+static int work_alloc(Py_ssize_t n, Py_ssize_t ncols, int64_t **vstart, int64_t **vlen, int64_t **total,
+                      Py_ssize_t **nulls) {
+    *vstart = PyMem_Malloc(sizeof(int64_t) * (size_t)(n * ncols + 1));
+    *vlen = PyMem_Malloc(sizeof(int64_t) * (size_t)(n * ncols + 1));
+    *total = PyMem_Calloc((size_t)ncols, sizeof(int64_t));
+    *nulls = PyMem_Calloc((size_t)ncols, sizeof(Py_ssize_t));
+    if (!*vstart || !*vlen || !*total || !*nulls) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static void work_free(int64_t *vstart, int64_t *vlen, int64_t *total, Py_ssize_t *nulls) {
+    PyMem_Free(vstart);
+    PyMem_Free(vlen);
+    PyMem_Free(total);
+    PyMem_Free(nulls);
+}
+
 static PyObject *split_columns(PyObject *self, PyObject *args) {
     Py_buffer data, sb;
     Py_ssize_t ncols;
@@ -69,60 +166,27 @@ static PyObject *split_columns(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "split_columns: ncols must be positive and starts an int64 buffer");
         goto done;
     }
-    vstart = PyMem_Malloc(sizeof(int64_t) * (size_t)(n * ncols + 1));
-    vlen = PyMem_Malloc(sizeof(int64_t) * (size_t)(n * ncols + 1));
-    total = PyMem_Calloc((size_t)ncols, sizeof(int64_t));
-    nulls = PyMem_Calloc((size_t)ncols, sizeof(Py_ssize_t));
-    if (!vstart || !vlen || !total || !nulls) {
-        PyErr_NoMemory();
+    if (work_alloc(n, ncols, &vstart, &vlen, &total, &nulls) < 0)
         goto done;
-    }
     for (Py_ssize_t i = 0; i < n; i++) {
-        int64_t s = starts[i];
-        if (s < 0 || s + 4 > dlen) {
-            PyErr_Format(PyExc_ValueError, "a row packet of the result starts outside the data (row %zd of %zd)", i + 1, n);
+        int64_t s = starts[i], end = row_end(d, dlen, starts, i, n);
+        if (end < 0)
             goto done;
-        }
-        int64_t plen = d[s] | (d[s + 1] << 8) | ((int64_t)d[s + 2] << 16);
-        int64_t end = plen == MAX_PACKET ? dlen : s + 4 + plen;
-        if (end > dlen) {
-            PyErr_Format(PyExc_ValueError, "a row packet of the result runs past the data (row %zd of %zd)", i + 1, n);
-            goto done;
-        }
-        if (i + 1 < n && starts[i + 1] != end) {
-            PyErr_SetString(PyExc_ValueError, "row packets of the result are not contiguous");
-            goto done;
-        }
         int64_t pos = s + 4;
         for (Py_ssize_t j = 0; j < ncols; j++) {
             if (pos >= end) {
                 PyErr_Format(PyExc_ValueError, "a row packet of the result ends before its column %zd of %zd", j + 1, ncols);
                 goto done;
             }
-            unsigned first = d[pos];
-            int64_t size = 1, len = 0;
-            if (first < 0xFB) {
-                len = first;
-            } else if (first == 0xFB) {
-                len = -1;
-            } else if (first == 0xFF) {
+            int64_t size, len;
+            int got = lenenc(d, pos, end, &size, &len);
+            if (got == LENENC_INVALID) {
                 PyErr_Format(PyExc_ValueError, "a row packet of the result has an invalid length in column %zd", j + 1);
                 goto done;
-            } else {
-                int width = first == 0xFC ? 2 : first == 0xFD ? 3 : 8;
-                if (pos + 1 + width > end) {
-                    PyErr_Format(PyExc_ValueError, "a row packet of the result does not hold exactly %zd values", ncols);
-                    goto done;
-                }
-                uint64_t v = 0;
-                for (int b = width - 1; b >= 0; b--)
-                    v = (v << 8) | d[pos + 1 + b];
-                if (v > (uint64_t)(end - pos)) {
-                    PyErr_Format(PyExc_ValueError, "a row packet of the result does not hold exactly %zd values", ncols);
-                    goto done;
-                }
-                len = (int64_t)v;
-                size = 1 + width;
+            }
+            if (got == LENENC_SHORT) {
+                PyErr_Format(PyExc_ValueError, "a row packet of the result does not hold exactly %zd values", ncols);
+                goto done;
             }
             vstart[i * ncols + j] = pos + size;
             vlen[i * ncols + j] = len;
@@ -147,21 +211,14 @@ static PyObject *split_columns(PyObject *self, PyObject *args) {
             Py_CLEAR(result);
             goto done;
         }
-        PyObject *offsets = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int32_t) * (n + 1));
-        PyObject *values = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total[j]);
-        PyObject *validity = nulls[j] ? PyBytes_FromStringAndSize(NULL, (n + 7) / 8) : (Py_INCREF(Py_None), Py_None);
-        if (!offsets || !values || !validity) {
-            Py_XDECREF(offsets);
-            Py_XDECREF(values);
-            Py_XDECREF(validity);
+        PyObject *offsets, *values, *validity;
+        if (new_buffers(n, (Py_ssize_t)total[j], 1, nulls[j], &offsets, &values, &validity) < 0) {
             Py_CLEAR(result);
             goto done;
         }
         int32_t *o = (int32_t *)PyBytes_AS_STRING(offsets);
         char *v = PyBytes_AS_STRING(values);
         uint8_t *bits = validity != Py_None ? (uint8_t *)PyBytes_AS_STRING(validity) : NULL;
-        if (bits)
-            memset(bits, 0, (size_t)((n + 7) / 8));
         int32_t at = 0;
         for (Py_ssize_t i = 0; i < n; i++) {
             o[i] = at;
@@ -182,10 +239,7 @@ static PyObject *split_columns(PyObject *self, PyObject *args) {
         PyList_SET_ITEM(result, j, t);
     }
 done:
-    PyMem_Free(vstart);
-    PyMem_Free(vlen);
-    PyMem_Free(total);
-    PyMem_Free(nulls);
+    work_free(vstart, vlen, total, nulls);
     PyBuffer_Release(&data);
     PyBuffer_Release(&sb);
     return result;
@@ -235,30 +289,12 @@ static PyObject *split_binary(PyObject *self, PyObject *args) {
             goto done;
         }
     }
-    vstart = PyMem_Malloc(sizeof(int64_t) * (size_t)(n * ncols + 1));
-    vlen = PyMem_Malloc(sizeof(int64_t) * (size_t)(n * ncols + 1));
-    total = PyMem_Calloc((size_t)ncols, sizeof(int64_t));
-    nulls = PyMem_Calloc((size_t)ncols, sizeof(Py_ssize_t));
-    if (!vstart || !vlen || !total || !nulls) {
-        PyErr_NoMemory();
+    if (work_alloc(n, ncols, &vstart, &vlen, &total, &nulls) < 0)
         goto done;
-    }
     for (Py_ssize_t i = 0; i < n; i++) {
-        int64_t s = starts[i];
-        if (s < 0 || s + 4 > dlen) {
-            PyErr_Format(PyExc_ValueError, "a row packet of the result starts outside the data (row %zd of %zd)", i + 1, n);
+        int64_t s = starts[i], end = row_end(d, dlen, starts, i, n);
+        if (end < 0)
             goto done;
-        }
-        int64_t plen = d[s] | (d[s + 1] << 8) | ((int64_t)d[s + 2] << 16);
-        int64_t end = plen == MAX_PACKET ? dlen : s + 4 + plen;
-        if (end > dlen) {
-            PyErr_Format(PyExc_ValueError, "a row packet of the result runs past the data (row %zd of %zd)", i + 1, n);
-            goto done;
-        }
-        if (i + 1 < n && starts[i + 1] != end) {
-            PyErr_SetString(PyExc_ValueError, "row packets of the result are not contiguous");
-            goto done;
-        }
         if (s + 5 + nullmap > end || d[s + 4] != 0) {
             PyErr_Format(PyExc_ValueError, "a binary row packet of the result has no row header (row %zd of %zd)", i + 1, n);
             goto done;
@@ -288,25 +324,13 @@ static PyObject *split_binary(PyObject *self, PyObject *args) {
             } else {
                 if (pos >= end)
                     goto short_row;
-                unsigned first = d[pos];
-                size = 1;
-                if (first < 0xFB) {
-                    l = first;
-                } else if (first == 0xFB || first == 0xFF) {
+                int got = lenenc(d, pos, end, &size, &l);
+                if (got == LENENC_INVALID || got == LENENC_NULL) {
                     PyErr_Format(PyExc_ValueError, "a row packet of the result has an invalid length in column %zd", j + 1);
                     goto done;
-                } else {
-                    int width = first == 0xFC ? 2 : first == 0xFD ? 3 : 8;
-                    if (pos + 1 + width > end)
-                        goto short_row;
-                    uint64_t v = 0;
-                    for (int b = width - 1; b >= 0; b--)
-                        v = (v << 8) | d[pos + 1 + b];
-                    if (v > (uint64_t)(end - pos))
-                        goto short_row;
-                    l = (int64_t)v;
-                    size = 1 + width;
                 }
+                if (got == LENENC_SHORT)
+                    goto short_row;
                 total[j] += l;
             }
             if (pos + size + l > end)
@@ -329,23 +353,14 @@ static PyObject *split_binary(PyObject *self, PyObject *args) {
             Py_CLEAR(result);
             goto done;
         }
-        PyObject *offsets = width ? (Py_INCREF(Py_None), Py_None)
-                                  : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)sizeof(int32_t) * (n + 1));
-        PyObject *values = PyBytes_FromStringAndSize(NULL, width ? (Py_ssize_t)width * n : (Py_ssize_t)total[j]);
-        PyObject *validity = nulls[j] ? PyBytes_FromStringAndSize(NULL, (n + 7) / 8) : (Py_INCREF(Py_None), Py_None);
-        if (!offsets || !values || !validity) {
-            Py_XDECREF(offsets);
-            Py_XDECREF(values);
-            Py_XDECREF(validity);
+        PyObject *offsets, *values, *validity;
+        if (new_buffers(n, width ? (Py_ssize_t)width * n : (Py_ssize_t)total[j], !width, nulls[j], &offsets, &values,
+                        &validity) < 0) {
             Py_CLEAR(result);
             goto done;
         }
         char *v = PyBytes_AS_STRING(values);
         uint8_t *bits = validity != Py_None ? (uint8_t *)PyBytes_AS_STRING(validity) : NULL;
-        if (bits)
-            memset(bits, 0, (size_t)((n + 7) / 8));
-        if (width)
-            memset(v, 0, (size_t)width * (size_t)n);
         int32_t *o = width ? NULL : (int32_t *)PyBytes_AS_STRING(offsets);
         int32_t at = 0;
         for (Py_ssize_t i = 0; i < n; i++) {
@@ -414,10 +429,7 @@ static PyObject *split_binary(PyObject *self, PyObject *args) {
 short_row:
     PyErr_Format(PyExc_ValueError, "a binary row packet of the result does not hold exactly %zd values", ncols);
 done:
-    PyMem_Free(vstart);
-    PyMem_Free(vlen);
-    PyMem_Free(total);
-    PyMem_Free(nulls);
+    work_free(vstart, vlen, total, nulls);
     PyBuffer_Release(&data);
     PyBuffer_Release(&sb);
     PyBuffer_Release(&cb);
