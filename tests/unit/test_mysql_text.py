@@ -316,3 +316,28 @@ def test_binary_rows_refuse_zero_dates_and_malformed_packets() -> None:
     # a declared type that is not the column's: no codes (the caller reads text rows)
     assert mysql_text.binary_codes(cols, [(10, 10), (7, 26), (253, 10)]) is None  # type: ignore[arg-type]
     assert mysql_text.binary_codes(cols, [(10, 10), (12, 26)]) is None  # type: ignore[arg-type]
+
+
+def test_a_binary_row_longer_than_a_packet_is_one_row() -> None:
+    """Binary rows share the text rows' framing (``PreparedRows`` reads them with ``TextRows.chunks``): a
+    row longer than one packet is joined and split like any other, the rows around it intact."""
+    from backupctl.formats import mysql_text
+    from backupctl.formats.parquet import arrow_schema
+
+    if mysql_text._mysqltext is None:
+        pytest.skip("the C row splitter (backupctl/formats/_mysqltext.c) was not built")
+    cols = [col("id", "int", "int"), col("b", "binary", "longblob")]
+    big = bytes(range(256)) * ((MAX_PACKET + 300) // 256)
+    rows = [[(1).to_bytes(4, "little"), lenenc(b"small")], [(2).to_bytes(4, "little"), lenenc(big)],
+            [(3).to_bytes(4, "little"), None], [(4).to_bytes(4, "little"), lenenc(b"end")]]
+    data, seq = b"", 3
+    for r in rows:
+        p, seq = packets(binary_row(r), seq)
+        data += p
+    data += b"\x05\x00\x00" + bytes([seq % 256]) + b"\xfe\x00\x00\x22\x00"
+    got = []
+    for chunk_data, starts in reader(data, 1 << 16).chunks():
+        batch = mysql_text.binary_batch(chunk_data, starts, b"\x04\x00", cols, arrow_schema(cols))  # type: ignore[arg-type]
+        got += batch.to_pylist()
+    assert [r["id"] for r in got] == [1, 2, 3, 4]
+    assert [r["b"] for r in got] == [b"small", big, None, b"end"]
