@@ -249,20 +249,24 @@ def drop_stage(settings: MySQLSettings, database: str, stage: str) -> str | None
     return None
 
 
+GAP_PROBES_PER_STATEMENT = 200  # a snapshot of many parts sends its gap probes in several statements
+
+
 def rows_outside_ranges(settings: MySQLSettings, database: str, table: str, pk: list[str],
                         ranges: list[tuple[list[Any], list[Any]]]) -> bool:
     """Whether the table holds a row outside the parts' key ranges ``[first, last]`` (SQL parameters),
-    given in the snapshot's key order: one statement of index probes, one a gap (before the first range,
-    between consecutive ones, after the last) instead of ``COUNT(*)`` reading every row.
+    given in the snapshot's key order: index probes, one a gap (before the first range, between
+    consecutive ones, after the last), ``GAP_PROBES_PER_STATEMENT`` to a statement, instead of ``COUNT(*)``
+    reading every row.
 
     With every range read back as exactly its part's rows, no row in any gap means the table holds
     exactly the snapshot's rows. Ranges out of key order never hide a row: the first range out of
     place leaves a part's range (a part has rows) inside a probed gap, which then finds it (the caller
     counts instead)."""
-    probes, params = [], []
+    probes: list[tuple[str, list[Any]]] = []
     lo: list[Any] | None = None
     for first, last in [*ranges, (None, None)]:
-        conds = []
+        conds, params = [], []
         if lo is not None:
             w, p = key_after(pk, lo)
             conds.append(w)
@@ -271,11 +275,17 @@ def rows_outside_ranges(settings: MySQLSettings, database: str, table: str, pk: 
             w, p = key_before(pk, first)
             conds.append(w)
             params.extend(p)
-        probes.append(f"(SELECT 1 FROM {table_ref(database, table)} WHERE {' AND '.join(conds) or '1 = 1'} LIMIT 1)")
+        where = " AND ".join(conds) or "1 = 1"
+        probes.append((f"(SELECT 1 FROM {table_ref(database, table)} WHERE {where} LIMIT 1)", params))
         lo = last
     conn = settings.connect()
     try:
-        return bool(run_sql(conn, " UNION ALL ".join(probes), params, f"reading {database}.{table} outside the parts"))
+        for i in range(0, len(probes), GAP_PROBES_PER_STATEMENT):
+            batch = probes[i:i + GAP_PROBES_PER_STATEMENT]
+            sql = " UNION ALL ".join(q for q, _ in batch)
+            if run_sql(conn, sql, [v for _, p in batch for v in p], f"reading {database}.{table} outside the parts"):
+                return True
+        return False
     finally:
         conn.close()
 

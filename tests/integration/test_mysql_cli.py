@@ -760,6 +760,10 @@ def test_no_row_outside_the_parts_ranges_is_proven_by_index_probes_and_an_intrud
     assert real_probe(settings, dst, "counted", ["id", "part"], [ranges[1], ranges[0], *ranges[2:]]) is True
     assert real_probe(settings, dst, "counted", ["id", "part"], ranges[::-1]) is True
     assert real_probe(settings, dst, "counted", ["id", "part"], ranges[1:]) is True  # a range left out
+    monkeypatch.setattr(mysql_target, "GAP_PROBES_PER_STATEMENT", 2)  # the probes of many parts, in several statements
+    assert real_probe(settings, dst, "counted", ["id", "part"], ranges) is False
+    assert real_probe(settings, dst, "counted", ["id", "part"], ranges[::-1]) is True
+    assert real_probe(settings, dst, "counted", ["id", "part"], ranges[:-1]) is True  # the last range's rows
 
 
 def test_loads_and_key_range_read_backs_share_the_servers_places(  # type: ignore[no-untyped-def]
