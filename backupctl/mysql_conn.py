@@ -381,6 +381,23 @@ def _statement(conn: pymysql.connections.Connection, sql: str, params: Any) -> s
         return str(cur.mogrify(sql, tuple(params)))
 
 
+def prepare_select(conn: pymysql.connections.Connection, sql: str, params: Any) -> tuple[int, list[tuple[int, int]]]:
+    """``COM_STMT_PREPARE`` of a SELECT, its parameters inlined as literals: (statement id, each result
+    column's declared (type code, length))."""
+    stmt_id, _params, fields = _prepare(conn, _statement(conn, sql, params))
+    return stmt_id, [(f.type_code, f.length) for f in fields]
+
+
+def execute_select(conn: pymysql.connections.Connection, stmt_id: int) -> int:
+    """``COM_STMT_EXECUTE`` of a prepared SELECT without a cursor, its column definitions read (an error
+    packet raises): the packet number of the first row."""
+    conn._execute_command(COM_STMT_EXECUTE, struct.pack("<IBI", stmt_id, 0, 1))
+    ncols = conn._read_packet().read_length_encoded_integer()
+    for _ in range(ncols + 1):  # definitions, then EOF
+        conn._read_packet()
+    return int(conn._next_seq_id)
+
+
 class RawRows:
     """A prepared SELECT's binary row packets as the raw bytes on the socket (pymysql, unbuffered).
 
@@ -397,17 +414,12 @@ class RawRows:
 
     def query(self, sql: str, params: Any) -> list[tuple[int, int]]:
         """Prepare ``sql`` (%-formatted with ``params``): each result column's (type code, length)."""
-        self.stmt_id, _params, fields = _prepare(self.conn, _statement(self.conn, sql, params))
-        return [(f.type_code, f.length) for f in fields]
+        self.stmt_id, fields = prepare_select(self.conn, sql, params)
+        return fields
 
     def execute(self) -> int:
         """Run the prepared statement (no cursor): the packet number of the first row."""
-        conn = self.conn
-        conn._execute_command(COM_STMT_EXECUTE, struct.pack("<IBI", self.stmt_id, 0, 1))
-        ncols = conn._read_packet().read_length_encoded_integer()
-        for _ in range(ncols + 1):  # definitions, then EOF
-            conn._read_packet()
-        return int(conn._next_seq_id)
+        return execute_select(self.conn, self.stmt_id)
 
     def matches(self, expected: bytes) -> bool:
         rfile = self.conn._rfile
@@ -565,7 +577,7 @@ class PreparedRows(TextRows):
     The framing is the text protocol's (a packet a row, long rows split at ``MAX_PACKET``, an EOF or
     error packet after the rows); a binary row starts with 0x00, which no EOF or error packet does. The
     server sends integers, doubles, dates and times as they are stored instead of formatting them as
-    text: about half its CPU for a bulk read (docs/adr/0025). ``query`` prepares the statement (its
+    text: about half its CPU for a bulk read (docs/adr/0025). ``prepare`` prepares the statement (its
     parameters inlined as literals) and returns each result column's declared (type code, length);
     ``execute`` runs it; the statement is closed when its result ends.
     """
@@ -574,18 +586,14 @@ class PreparedRows(TextRows):
         super().__init__(conn)
         self.stmt_id: int | None = None
 
-    def query(self, sql: str, params: Any) -> list[tuple[int, int]]:  # type: ignore[override]
-        self.stmt_id, _params, fields = _prepare(self.conn, _statement(self.conn, sql, params))
-        return [(f.type_code, f.length) for f in fields]
+    def prepare(self, sql: str, params: Any) -> list[tuple[int, int]]:
+        self.stmt_id, fields = prepare_select(self.conn, sql, params)
+        return fields
 
     def execute(self) -> None:
-        conn = self.conn
         assert self.stmt_id is not None
         try:
-            conn._execute_command(COM_STMT_EXECUTE, struct.pack("<IBI", self.stmt_id, 0, 1))
-            ncols = conn._read_packet().read_length_encoded_integer()  # an error packet raises here
-            for _ in range(ncols + 1):  # definitions, then EOF
-                conn._read_packet()
+            execute_select(self.conn, self.stmt_id)
         except BaseException:
             self.close_statement()
             raise

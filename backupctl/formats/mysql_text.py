@@ -88,8 +88,8 @@ def binary_codes(columns: list[dict[str, Any]], declared: list[tuple[int, int]])
         kind = col["kind"]
         if kind in _VAR_KINDS and code in _VAR_TYPES:
             codes.append(0)
-        elif kind in ("int", "uint") and code in _INT_TYPES.get(arrow_type(col).bit_width // 8, ()):
-            codes.append(arrow_type(col).bit_width // 8)
+        elif kind in ("int", "uint") and code in _INT_TYPES.get(width := arrow_type(col).bit_width // 8, ()):
+            codes.append(width)
         elif kind in _FIXED_KINDS and code in _FIXED_KINDS[kind][1]:
             codes.append(_FIXED_KINDS[kind][0])
         elif kind in _TEMPORAL_KINDS and code in _TEMPORAL_KINDS[kind][1]:

@@ -250,26 +250,26 @@ def decode_key(values: list[list[str]]) -> list[Any]:
     return out
 
 
-def key_after(pk: list[str], values: list[Any], inclusive: bool = False) -> tuple[str, list[Any]]:
-    """SQL for ``(pk) > (values)`` (or ``<=`` its negation with ``inclusive``), index-friendly OR form."""
+def _key_compare(pk: list[str], values: list[Any], strict: str, last_op: str) -> tuple[str, list[Any]]:
+    """SQL comparing the tuple ``(pk)`` with ``values`` in key order, index-friendly OR form: equal on
+    a prefix, then ``strict`` on the next column, or ``last_op`` on the last one."""
     terms, params = [], []
     for i, col in enumerate(pk):
         eqs = [f"{quote_ident(c)} = %s" for c in pk[:i]]
-        last = i == len(pk) - 1
-        op = (("<=" if last else "<") if inclusive else ">")
+        op = last_op if i == len(pk) - 1 else strict
         terms.append("(" + " AND ".join([*eqs, f"{quote_ident(col)} {op} %s"]) + ")")
         params.extend(values[: i + 1])
     return "(" + " OR ".join(terms) + ")", params
 
 
+def key_after(pk: list[str], values: list[Any], inclusive: bool = False) -> tuple[str, list[Any]]:
+    """SQL for ``(pk) > (values)`` (or ``<=`` its negation with ``inclusive``)."""
+    return _key_compare(pk, values, "<", "<=") if inclusive else _key_compare(pk, values, ">", ">")
+
+
 def key_before(pk: list[str], values: list[Any]) -> tuple[str, list[Any]]:
-    """SQL for ``(pk) < (values)``, index-friendly OR form."""
-    terms, params = [], []
-    for i, col in enumerate(pk):
-        eqs = [f"{quote_ident(c)} = %s" for c in pk[:i]]
-        terms.append("(" + " AND ".join([*eqs, f"{quote_ident(col)} < %s"]) + ")")
-        params.extend(values[: i + 1])
-    return "(" + " OR ".join(terms) + ")", params
+    """SQL for ``(pk) < (values)``."""
+    return _key_compare(pk, values, "<", "<")
 
 
 def key_range_where(pk: list[str], first: list[Any], last: list[Any]) -> tuple[str, list[Any]]:
@@ -609,6 +609,21 @@ def key_positions(columns: list[dict[str, Any]], pk: list[str]) -> list[int] | N
     return [names.index(k) for k in pk]
 
 
+def _open_rows(conn: Any, sql: str, params: list[Any], columns: list[dict[str, Any]]) -> tuple[TextRows, bytes | None]:
+    """The running SELECT's raw rows and, for binary rows, ``split_binary``'s codes (None: text rows)."""
+    if BINARY_READS:
+        prepared = PreparedRows(conn)
+        codes = binary_codes(columns, prepared.prepare(sql, params))
+        if codes is not None:
+            prepared.execute()
+            return prepared, codes
+        prepared.close_statement()  # a column of a type split_binary does not take: text rows
+    rows = TextRows(conn)
+    if rows.query(sql, params) != len(columns):
+        raise FormatError(f"the SELECT returned another number of columns than the {len(columns)} expected")
+    return rows, None
+
+
 def fetch_batches(conn: Any, sql: str, params: list[Any], columns: list[dict[str, Any]],
                   ctx: TaskContext | None = None) -> Generator[tuple[pa.RecordBatch, int], None, None]:
     """(record batch of normal values, rows) of a streaming SELECT of ``columns``.
@@ -621,17 +636,7 @@ def fetch_batches(conn: Any, sql: str, params: list[Any], columns: list[dict[str
     arrays. A batch holds the rows of what arrived (up to ~1 MiB), at most ``FETCH_ROWS``.
     """
     schema = arrow_schema(columns)
-    rows: TextRows = PreparedRows(conn) if BINARY_READS else TextRows(conn)
-    codes = None
-    if isinstance(rows, PreparedRows):
-        codes = binary_codes(columns, rows.query(sql, params))
-        if codes is None:  # a column of a type split_binary does not take (or no C module): text rows
-            rows.close_statement()
-            rows = TextRows(conn)
-        else:
-            rows.execute()
-    if codes is None and rows.query(sql, params) != len(columns):
-        raise FormatError(f"the SELECT returned another number of columns than the {len(columns)} expected")
+    rows, codes = _open_rows(conn, sql, params, columns)
     done = False
     try:
         for data, starts in rows.chunks():

@@ -69,7 +69,16 @@ from backupctl.mysql_conn import (
 )
 from backupctl.repository import task_store
 from backupctl.retry import RetryPolicy, policy_from_env
-from backupctl.sources.mysql import key_after, key_before, read_back_sql, read_columns, table_ref
+from backupctl.sources.mysql import (
+    FETCH_ROWS,
+    key_after,
+    key_before,
+    key_range_where,
+    read_back_sql,
+    read_columns,
+    reading_back,
+    table_ref,
+)
 
 MODES = ("new", "upsert", "replace", "truncate", "append")
 # A key range read back is first compared as the server's bytes (formats.mysql_rows); tests switch it off
@@ -614,8 +623,6 @@ def _range_matches(spec: TaskSpec, settings: MySQLSettings, pk: list[str], ends:
     part's own order is the key order the snapshot read it in. Any difference, or any other row in the
     range, returns None. ``part`` gives the part's rows as the load kept them (``KeptPart``).
     """
-    from backupctl.sources.mysql import FETCH_ROWS, key_range_where, reading_back
-
     columns = spec["columns"]
     where, args = key_range_where(pk, *range_params(columns, pk, ends))
     if _range_bytes_match(spec, settings, pk, where, args, part):

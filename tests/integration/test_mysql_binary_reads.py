@@ -56,7 +56,7 @@ def test_every_type_reads_the_same_as_binary_rows_and_as_text_rows(db: str, monk
     info = mysql_source.describe_table(conn, db, "types")
     sql, params = mysql_source.chunk_select(db, "types", info.stored, info.primary_key, None, None)
     rows = PreparedRows(conn)
-    assert mysql_text.binary_codes(info.stored, rows.query(sql, params)) is not None  # every column taken
+    assert mysql_text.binary_codes(info.stored, rows.prepare(sql, params)) is not None  # every column taken
     rows.close_statement()
     before = stmt_counts(conn)
     as_binary = read(conn, db, "types", True, monkeypatch)
