@@ -42,6 +42,7 @@ from backupctl.errors import DataPathError, Interrupted
 from backupctl.model import TaskSpec
 
 READY_TIMEOUT_S = 120.0
+PROGRESS_EVERY_S = 0.1
 
 
 def mp_context() -> Any:
@@ -135,11 +136,26 @@ class WarmWorkers:
 
 
 class _QueueProgress:
+    """A worker's progress, sent to the driver at most every ``PROGRESS_EVERY_S`` (and before each
+    result): a message per batch (~5,000 rows) woke the queue's feeder thread, which then took the
+    GIL from the worker's own work, hundreds of times a table."""
+
     def __init__(self, out: Any) -> None:
         self.out = out
+        self.items = self.nbytes = 0
+        self.sent = time.monotonic()
 
     def advance(self, items: int = 0, nbytes: int = 0) -> None:
-        self.out.put(("progress", items, nbytes))
+        self.items += items
+        self.nbytes += nbytes
+        if time.monotonic() - self.sent >= PROGRESS_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.items or self.nbytes:
+            self.out.put(("progress", self.items, self.nbytes))
+            self.items = self.nbytes = 0
+        self.sent = time.monotonic()
 
     def note(self, text: str) -> None:
         pass
@@ -170,7 +186,8 @@ def _worker_main(tasks: Any, out: Any, stop: Any, init: str | None, kwargs: dict
     except BaseException as e:  # noqa: BLE001 - reported to the driver, which stops the run
         out.put(("init-error", None, describe_error(e)))
         return
-    ctx = TaskContext(progress=_QueueProgress(out), stop=stop)
+    progress = _QueueProgress(out)
+    ctx = TaskContext(progress=progress, stop=stop)
     while not stop.is_set():
         item = tasks.get()
         if item is None:
@@ -178,8 +195,10 @@ def _worker_main(tasks: Any, out: Any, stop: Any, init: str | None, kwargs: dict
         index, name, spec = item
         try:
             result = registry.resolve(name)(spec, ctx)
+            progress.flush()
             out.put(("done", index, result))
         except BaseException as e:  # noqa: BLE001
+            progress.flush()
             out.put(("error", index, describe_error(e)))
             return
 

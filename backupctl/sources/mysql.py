@@ -52,6 +52,7 @@ from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, Digest
 from backupctl.formats.mysql_text import BINARY_SPLIT, binary_batch, binary_codes, text_columns
 from backupctl.formats.parquet import (
     CHUNKABLE_KINDS,
+    KEY_HASH_COLUMN,
     ROW_ENCODING,
     ROW_GROUP_ROWS,
     ParquetPartWriter,
@@ -876,7 +877,6 @@ def table_digest(settings: MySQLSettings, database: str, table: str, columns: li
 
 # -- key sets, watermarks and increments (docs/adr/0005-mysql-incrementals.md) ----------
 
-KEY_HASH_COLUMN = "__backupctl_row_sha256"
 DEFAULT_SAFETY_LAG_S = 5.0
 # Watermark kinds: a date-time, or a number holding Unix epoch seconds.
 WATERMARK_KINDS = ("datetime", "timestamp", "int", "uint", "decimal", "float64")

@@ -45,6 +45,7 @@ from backupctl.formats.parquet import (
     load_format,
     load_targets,
     normalize,
+    part_buffer,
     row_hash,
     row_hashes,
     sql_value,
@@ -473,7 +474,7 @@ def run_load_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | No
     key_pos = [[c["name"] for c in columns].index(k) for k in pk]
     ends: dict[str, list[Any]] = {}
     what = f"loading part {part['key']} into {spec['database']}.{spec['table']}"
-    with tempfile.TemporaryFile(prefix="backupctl-load-") as tmp:
+    with part_buffer(int(part["bytes"]), "backupctl-load-") as tmp:
         sha = store.download_to(spec["snapshot_prefix"] + part["key"], tmp)
         if sha != part["sha256"]:
             raise FormatError(f"part {part['key']} is corrupt: sha256 {sha} != manifest {part['sha256']}")
@@ -696,7 +697,7 @@ def _run_upsert_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings |
     hash_rows = bool(spec.get("hash_rows", True))
     what = f"loading part {part['key']} into {spec['database']}.{spec['table']}"
 
-    with tempfile.TemporaryFile(prefix="backupctl-load-") as tmp:
+    with part_buffer(int(part["bytes"]), "backupctl-load-") as tmp:
         sha = store.download_to(spec["snapshot_prefix"] + part["key"], tmp)
         if sha != part["sha256"]:
             raise FormatError(f"part {part['key']} is corrupt: sha256 {sha} != manifest {part['sha256']}")

@@ -73,10 +73,18 @@ def test_canonical_encoding() -> None:
 class FakeStore:
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
+        self.bodies: dict[str, str] = {}  # key -> "bytes" (sent from memory) or "file"
+        self.metadata: dict[str, dict[str, str]] = {}
 
     def put(self, key: str, body: Any, metadata: dict[str, str] | None = None) -> None:
-        body.seek(0)
-        self.objects[key] = body.read()
+        if isinstance(body, bytes):
+            self.bodies[key] = "bytes"
+            self.objects[key] = body
+        else:
+            self.bodies[key] = "file"
+            body.seek(0)
+            self.objects[key] = body.read()
+        self.metadata[key] = dict(metadata or {})
 
 
 def test_part_round_trip_with_bounded_row_groups() -> None:
@@ -103,6 +111,63 @@ def test_part_round_trip_with_bounded_row_groups() -> None:
     assert [row_hash(names, kinds, r) for r in back] == [row_hash(names, kinds, r) for r in rows]
     with pytest.raises(FormatError, match="columns"):
         list(iter_part_rows(io.BytesIO(data), COLS[:-1]))
+
+
+def test_a_part_is_sent_from_memory_until_it_outgrows_the_spool(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    import backupctl.formats.parquet as fp
+
+    rows = [(i, Decimal(i), i / 3, timedelta(seconds=i), datetime(2020, 1, 1, 0, 0, i % 60), i, bytes([i % 256]) * 50,
+             "x" * (i % 90)) for i in range(3000)]
+
+    def write(spool: int) -> tuple[FakeStore, Any]:
+        monkeypatch.setattr(fp, "PART_SPOOL_BYTES", spool)
+        store = FakeStore()
+        w = ParquetPartWriter(store, "k", COLS, row_group_rows=500)  # type: ignore[arg-type]
+        for r in rows:
+            w.add(r)
+        return store, w.finish()
+
+    mem_store, mem_part = write(64 << 20)
+    disk_store, disk_part = write(4096)  # the row groups outgrow it: the part goes on in a temporary file
+    assert mem_store.bodies["k"] == "bytes" and disk_store.bodies["k"] == "file"
+    data = mem_store.objects["k"]
+    assert disk_store.objects["k"] == data and len(data) > 4096
+    assert mem_part.sha256 == disk_part.sha256 == hashlib.sha256(data).hexdigest() == mem_store.metadata["k"]["sha256"]
+    assert mem_part.bytes == len(data) and mem_part.rows == 3000
+    assert [r for b in iter_part_rows(io.BytesIO(data), COLS) for r in b][2999][7] == "x" * (2999 % 90)
+
+
+def test_key_set_hashes_are_stored_uncompressed_and_keys_zstd() -> None:
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from backupctl.formats.parquet import KEY_HASH_COLUMN
+    from backupctl.sources.mysql import key_part_columns
+
+    kcols = key_part_columns([COLS[0]])
+    assert kcols[-1]["name"] == KEY_HASH_COLUMN
+    store = FakeStore()
+    w = ParquetPartWriter(store, "keys", kcols)  # type: ignore[arg-type]
+    for i in range(1000):
+        w.add((i, hashlib.sha256(str(i).encode()).digest()), digest_hash=i)
+    w.finish()
+    meta = pq.ParquetFile(io.BytesIO(store.objects["keys"])).metadata.row_group(0)
+    assert [meta.column(i).compression for i in range(2)] == ["ZSTD", "UNCOMPRESSED"]
+    back = [r for b in iter_part_rows(io.BytesIO(store.objects["keys"]), kcols) for r in b]
+    assert back[7] == (7, hashlib.sha256(b"7").digest())
+
+
+def test_a_downloaded_part_is_kept_in_memory_up_to_the_spool_size() -> None:
+    from backupctl.formats.parquet import PART_SPOOL_BYTES, part_buffer
+
+    with part_buffer(10 << 20, "t-") as small, part_buffer(PART_SPOOL_BYTES + 1, "t-") as big, \
+            part_buffer(None, "t-") as unknown:
+        assert isinstance(small, io.BytesIO)
+        assert not isinstance(big, io.BytesIO) and not isinstance(unknown, io.BytesIO)
+        assert big.fileno() >= 0
 
 
 def test_key_ranges() -> None:
