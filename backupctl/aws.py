@@ -73,13 +73,28 @@ def validate_region(region: str | None, what: str = "region") -> str:
         raise InvalidInput(f"{what} is required")
     if not _REGION_RE.match(region):
         raise InvalidInput(f"invalid {what} '{region}': expected a name like us-east-1")
-    known: set[str] = set()
-    session = _session(None)  # the process's shared session: its endpoint data is parsed once (~0.1 s)
-    for partition in session.get_available_partitions():
-        known.update(session.get_available_regions("dynamodb", partition_name=partition))
+    known = known_regions()
     if known and region not in known:
         raise InvalidInput(f"invalid {what} '{region}': not an AWS region known to this botocore")
     return region
+
+
+def known_regions() -> set[str]:
+    """The regions of every partition botocore knows (its ``partitions`` data: a few KB, read once).
+
+    Read from the partitions file, not from every partition's DynamoDB endpoints (``endpoints.json``,
+    ~40 ms of parsing before a command could start).
+    """
+    global _known_regions
+    if _known_regions is None:
+        with _lock:
+            loader = _session(None)._session.get_component("data_loader")
+            try:
+                doc = loader.load_data("partitions")
+            except botocore.exceptions.DataNotFoundError:  # a botocore without it: the name's shape only
+                doc = {}
+        _known_regions = {r for p in doc.get("partitions", []) for r in (p.get("regions") or {})}
+    return _known_regions
 
 
 @dataclass(frozen=True)
@@ -155,6 +170,7 @@ class AwsContext:
 _lock = threading.RLock()
 _clients: dict[tuple[str, str, str | None, str | None], Any] = {}
 _sessions: dict[str | None, boto3.session.Session] = {}
+_known_regions: set[str] | None = None
 
 
 def _forget_after_fork() -> None:

@@ -28,7 +28,7 @@ import re
 import struct
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,24 +248,49 @@ _PREFERRED_TLS: Any = None
 _PREFERRED_TLS_LOCK = threading.Lock()
 
 
+def _preferred_tls(make: Callable[[], Any]) -> Any:
+    """The process's TLS context for PREFERRED mode, made by ``make`` the first time it is needed."""
+    global _PREFERRED_TLS
+    with _PREFERRED_TLS_LOCK:
+        if _PREFERRED_TLS is None:
+            _PREFERRED_TLS = make()
+        return _PREFERRED_TLS
+
+
+def _make_preferred_tls() -> Any:
+    """PyMySQL's own PREFERRED-mode context (it reads nothing of the connection but the options)."""
+    bare = pymysql.connections.Connection.__new__(pymysql.connections.Connection)
+    return pymysql.connections.Connection._create_ssl_ctx(bare, {})
+
+
+class _PreferredTLS:
+    """Stands for the PREFERRED-mode context until a server offers TLS: pymysql only calls its
+    ``wrap_socket``, and only then is the shared context made."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+    def wrap_socket(self, sock: Any, **kw: Any) -> Any:
+        return _preferred_tls(self.make).wrap_socket(sock, **kw)
+
+
 class SharedTLSConnection(pymysql.connections.Connection):
     """A pymysql connection whose TLS context for PREFERRED mode (no SSL options: TLS when the server
-    offers it, certificates not verified) is made once per process.
+    offers it, certificates not verified) is made once per process, and only once a server offers TLS.
 
-    PyMySQL 1.2 builds that context in every ``__init__`` — loading the system's CA bundle, which
+    PyMySQL builds that context in every ``__init__`` — loading the system's CA bundle, which
     CERT_NONE never reads — at ~17.5 ms of CPU a connection, before it knows whether the server
-    offers TLS (measured: 17.5 ms vs 0.3 ms with TLS disabled). A 13-part restore of 1M rows opens 28 (counted).
-    Explicit SSL options still get a context of their own.
+    offers TLS (measured: 17.5 ms vs 0.3 ms with TLS disabled). A 13-part restore of 1M rows opens 28
+    (counted); a command that meets only servers without TLS never makes it (~17 ms before a
+    snapshot could start reading). Explicit SSL options still get a context of their own.
     """
 
     def _create_ssl_ctx(self, sslp: Any) -> Any:
-        global _PREFERRED_TLS
         if sslp != {}:
             return super()._create_ssl_ctx(sslp)
-        with _PREFERRED_TLS_LOCK:
-            if _PREFERRED_TLS is None:
-                _PREFERRED_TLS = super()._create_ssl_ctx({})
+        if _PREFERRED_TLS is not None:
             return _PREFERRED_TLS
+        return _PreferredTLS(_make_preferred_tls)
 
 
 class LoadConnection(SharedTLSConnection):

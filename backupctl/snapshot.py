@@ -555,8 +555,9 @@ def snapshot_mysql(
     warm: WarmWorkers | None = None
     try:
         info = mysql_source.describe_table(conn, settings.database, opts.table)
-        warm = _warm_workers(opts, info)
+        # The repository first: the forked workers then find its S3 model loaded (~35 ms a worker saved)
         repo = Repository.open(aws, opts.target_region, opts.repo_uri, create=True, write=write_options(opts))
+        warm = _warm_workers(opts, info)
         bounds = mysql_source.chunk_bounds(conn, info, opts.chunk_rows)
         now = mysql_source.server_now(conn)
     except BaseException:

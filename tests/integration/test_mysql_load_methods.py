@@ -173,26 +173,40 @@ def test_a_statement_longer_than_one_protocol_packet(dbs: tuple[str, str]) -> No
         admin.close()
 
 
-def test_connections_share_one_preferred_tls_context(dbs: tuple[str, str]) -> None:
+def test_connections_share_one_preferred_tls_context_made_only_when_a_server_offers_tls(
+        dbs: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """PyMySQL builds a TLS context for PREFERRED mode in every connection (~17 ms of CPU loading CA
-    certificates it does not verify with); ours make it once per process. Explicit options still get
-    their own."""
+    certificates it does not verify with); ours make it once per process, and only when a server
+    offers TLS. Explicit options still get their own."""
     import ssl
 
+    from pymysql.constants import CLIENT
+
+    from backupctl import mysql_conn
     from backupctl.mysql_conn import SharedTLSConnection
 
+    monkeypatch.setattr(mysql_conn, "_PREFERRED_TLS", None)
     db, _ = dbs
     a, b = settings(db).connect(), settings(db).connect_load()
     try:
-        assert a.ctx is b.ctx and a.ctx.verify_mode == ssl.CERT_NONE and not a.ctx.check_hostname
         with a.cursor() as cur:
             cur.execute("SELECT 1")
             assert cur.fetchone() == (1,)
+        if not a.server_capabilities & CLIENT.SSL:  # this server offers no TLS: no context was made
+            assert mysql_conn._PREFERRED_TLS is None
+            assert isinstance(a.ctx, mysql_conn._PreferredTLS) and isinstance(b.ctx, mysql_conn._PreferredTLS)
+        made = [mysql_conn._preferred_tls(c.ctx.make) if isinstance(c.ctx, mysql_conn._PreferredTLS) else c.ctx
+                for c in (a, b)]
+        assert made[0] is made[1] is mysql_conn._PREFERRED_TLS
+        assert made[0].verify_mode == ssl.CERT_NONE and not made[0].check_hostname
+        later = settings(db).connect()  # once made, a new connection takes the shared context as is
+        assert later.ctx is made[0]
+        later.close()
     finally:
         a.close()
         b.close()
     own = SharedTLSConnection.__new__(SharedTLSConnection)._create_ssl_ctx({"verify_mode": "required"})
-    assert own is not a.ctx and own.verify_mode == ssl.CERT_REQUIRED
+    assert own is not made[0] and own.verify_mode == ssl.CERT_REQUIRED
 
 
 def test_prepared_inserts_declare_utf8_text_binary(dbs: tuple[str, str]) -> None:

@@ -59,3 +59,37 @@ def test_exit_joins_a_running_non_daemon_thread_through_the_normal_shutdown() ->
     assert r.returncode == 3, r.stderr
     assert "atexit ran" in r.stdout and "unflushed output" in r.stdout
     assert "teardown" in r.stdout  # Python's own shutdown ran (and joined the thread first)
+
+
+# A command that imports numpy, as the MySQL ones do: how many threads the process then runs.
+THREADS_PROGRAM = textwrap.dedent("""
+    import os, sys
+    from backupctl.cli import main as cli_main
+
+    assert "numpy" not in sys.modules  # the CLI module does not import it: commands import it lazily
+
+    def fake_main():
+        import numpy  # noqa: F401
+        print(os.environ.get("OPENBLAS_NUM_THREADS"), len(os.listdir("/proc/self/task")), flush=True)
+        raise SystemExit(0)
+
+    cli_main.main = fake_main
+    cli_main.entry()
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc")
+def test_numpy_starts_no_blas_thread_pool_unless_the_environment_asks_for_one() -> None:
+    def threads(env: dict[str, str]) -> tuple[str, int]:
+        r = subprocess.run([sys.executable, "-c", THREADS_PROGRAM], capture_output=True, text=True, timeout=60,
+                           env=env)
+        assert r.returncode == 0, r.stderr
+        setting, n = r.stdout.split()
+        return setting, int(n)
+
+    import os
+
+    base = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    assert threads(base) == ("1", 1)
+    setting, n = threads({**base, "OPENBLAS_NUM_THREADS": "4"})  # the user's own setting stands
+    assert setting == "4" and n > 1

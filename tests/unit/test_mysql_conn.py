@@ -102,3 +102,40 @@ def test_translate_and_retryable() -> None:
         assert is_retryable(pymysql.err.OperationalError(code, "transient"))
     assert not is_retryable(pymysql.err.OperationalError(1045, "Access denied"))
     assert not is_retryable(pymysql.err.ProgrammingError(1064, "syntax"))
+
+
+def test_the_preferred_tls_context_is_made_once_when_a_server_first_offers_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pymysql calls only ``wrap_socket`` on a connection's context, and only when the server offers TLS."""
+    from backupctl import mysql_conn
+
+    monkeypatch.setattr(mysql_conn, "_PREFERRED_TLS", None)
+    made: list[object] = []
+
+    class Ctx:
+        def wrap_socket(self, sock: object, server_hostname: str) -> tuple[object, object, str]:
+            return (self, sock, server_hostname)
+
+    def make() -> Ctx:
+        made.append(Ctx())
+        return made[-1]  # type: ignore[return-value]
+
+    a, b = mysql_conn._PreferredTLS(make), mysql_conn._PreferredTLS(make)
+    assert not made  # a stand-in costs nothing until it is used
+    wrapped = a.wrap_socket("sock-a", server_hostname="db1")
+    assert wrapped == (made[0], "sock-a", "db1")
+    assert b.wrap_socket("sock-b", server_hostname="db2") == (made[0], "sock-b", "db2") and len(made) == 1
+    real = mysql_conn._make_preferred_tls()  # pymysql's own: certificates not verified, as before
+    import ssl
+
+    assert real.verify_mode == ssl.CERT_NONE and not real.check_hostname
+
+
+def test_regions_are_checked_against_botocores_partitions() -> None:
+    from backupctl.aws import known_regions, validate_region
+
+    assert {"us-east-1", "us-west-2", "eu-central-1", "ap-southeast-2", "us-gov-west-1", "cn-north-1"} <= known_regions()
+    assert validate_region("eu-west-3") == "eu-west-3"
+    for bad, why in [("xx-nowhere-9", "not an AWS region known"), ("US_EAST", "expected a name like"),
+                     ("aws-global", "expected a name like")]:
+        with pytest.raises(InvalidInput, match=why):
+            validate_region(bad, "--to region")
