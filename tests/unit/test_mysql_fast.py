@@ -352,6 +352,30 @@ def test_the_c_loop_hashes_what_arrow_and_hashlib_do(monkeypatch: Any) -> None:
     assert joined_hashes([f[:10], s[10:]]) == s
 
 
+def test_the_c_loop_escapes_json_texts_eight_bytes_at_a_time_as_python_does(monkeypatch: Any) -> None:
+    """``json_escaped`` scans plain bytes a word (8 bytes) at a time: a byte to escape at every position of
+    a word, at word ends and beyond, next to multi-byte UTF-8 (bytes from 0x80) and 0x7f, in texts of 0-40
+    bytes, hashes as the Python path does."""
+    import random
+
+    from backupctl.formats import parquet
+
+    if parquet._rowhash is None:
+        pytest.skip("the C row hasher was not built")
+    rng = random.Random(21)
+    specials = ['"', "\\", "\n", "\x00", "\x1f", "\x08", "\x7f", " ", "!", "#", "[", "]", "é", "😀", "\u2028"]
+    texts = [None, ""]
+    for n in range(41):
+        for at in range(n):  # one special at every position of an otherwise plain text
+            texts.append("a" * at + rng.choice(specials[:6]) + "b" * (n - at - 1))
+        texts += ["".join(rng.choice(specials + ["x"] * 10) for _ in range(n)) for _ in range(20)]
+    tcols = [col("s", "varchar", "varchar(200)"), col("j", "json", "json")]
+    batch = driver_batch([(t, t) for t in texts], tcols, arrow_schema(tcols))
+    fast = row_hashes(batch, tcols)
+    monkeypatch.setattr(parquet, "_rowhash", None)
+    assert list(fast) == row_hashes(batch, tcols)
+
+
 def test_the_c_loop_refuses_buffers_shorter_than_its_rows() -> None:
     from backupctl.formats import parquet
 
