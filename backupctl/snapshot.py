@@ -66,7 +66,8 @@ class ExportPlan:
     parent_id: str | None = None
     window: dict[str, Any] | None = None
     # (repository, snapshot prefix, task results in task order) -> extra top-level manifest fields
-    finish: Callable[[Repository, str, list[dict[str, Any]]], dict[str, Any]] | None = None
+    # (repo, prefix, results in task order, every key under prefix once the tasks are done) -> manifest fields
+    finish: Callable[[Repository, str, list[dict[str, Any]], list[str]], dict[str, Any]] | None = None
     # --engine local with worker processes (CPU-bound sources): how many, and their per-worker setup
     processes: int = 1
     worker_setup: Any = None
@@ -171,7 +172,10 @@ def _find_resumable(repo: Repository, sk: str, plan_params: dict[str, Any], writ
     A pending run with a live lease is another run at work: this one starts its own snapshot.
     """
     found: list[dict[str, Any]] = []
-    keys = list(repo.store.list_keys(repo.pending_prefix(sk))) + [repo.legacy_pending_key(sk)]
+    # One LIST finds both the pending records and an older backupctl's single pointer beside them
+    # (``runs/pending/<sk>.json``), instead of a GET of a pointer that is almost never there.
+    folder, legacy = repo.pending_prefix(sk), repo.legacy_pending_key(sk)
+    keys = [k for k in repo.store.list_keys(folder.rstrip("/")) if k.startswith(folder) or k == legacy]
     for key in keys:
         try:
             doc = repo.store.get_json(key)
@@ -224,15 +228,18 @@ def _run_leased(repo: Repository, plan: ExportPlan, snapshot_id: str, created_at
     engine = local_or_processes(engine_name, workers, plan.processes, len(todo), plan.worker_setup)
     engine.run(todo, plan.task_fn, TaskContext(limiter=plan.limiter, progress=progress), on_result=checkpoint)
 
-    # Commit: parts in task order, sweep anything under data/ no task claims, manifest last.
+    # Commit: parts in task order, sweep anything under data/ no task claims, manifest last. One listing
+    # of the snapshot's objects serves every sweep and the tidy-up after the commit (one LIST instead of
+    # four on the path to the end of the run: ~12 ms each against the moto server).
     parts: list[PartResult] = []
     for spec in tasks:
         parts.extend(PartResult.from_dict(p) for p in results[spec["task_id"]]["parts"])
+    listing = list(repo.store.list_keys(prefix))
     listed = {prefix + p.key for p in parts}
-    orphans = [k for k in repo.store.list_keys(prefix + "data/") if k not in listed]
+    orphans = [k for k in listing if k.startswith(prefix + "data/") and k not in listed]
     if orphans:
         repo.store.delete(orphans)
-    extra = plan.finish(repo, prefix, [results[s["task_id"]] for s in tasks]) if plan.finish else {}
+    extra = plan.finish(repo, prefix, [results[s["task_id"]] for s in tasks], listing) if plan.finish else {}
     manifest = Manifest(
         id=snapshot_id,
         source=plan.source,
@@ -254,7 +261,7 @@ def _run_leased(repo: Repository, plan: ExportPlan, snapshot_id: str, created_at
     # After the commit point: tidy the run state (a crash here leaves a valid snapshot):
     # checkpoints, a native export's staging files, the pending record.
     lease.stop()  # no renewal may re-create the pending record after it is deleted
-    repo.store.delete(list(repo.store.list_keys(prefix + "_")) + list(lease.docs))
+    repo.store.delete([k for k in listing if k.startswith(prefix + "_")] + list(lease.docs))
     return SnapshotResult(manifest, str(repo.uri), time.monotonic() - started, resumed, skipped,
                           protection=write.manifest_fields())
 
@@ -675,15 +682,15 @@ def _run_mysql(repo: Repository, plan: ExportPlan, opts: MySQLSnapshotOptions,
 
 
 def _mysql_finish(primary_key: list[str] | None, incremental: bool,
-                  ) -> Callable[[Repository, str, list[dict[str, Any]]], dict[str, Any]]:
+                  ) -> Callable[[Repository, str, list[dict[str, Any]], list[str]], dict[str, Any]]:
     """The MySQL manifest fields beyond DynamoDB's: key set, tombstones, table digest (REPOSITORY_FORMAT.md)."""
 
-    def finish(repo: Repository, prefix: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    def finish(repo: Repository, prefix: str, results: list[dict[str, Any]], listing: list[str]) -> dict[str, Any]:
         keys = [p for r in results for p in r.get("keys", [])]
         tombs = [p for r in results for p in r.get("tombstones", [])]
         for folder, listed in (("keys/", keys), ("tombstones/", tombs)):
             names = {prefix + p["key"] for p in listed}
-            orphans = [k for k in repo.store.list_keys(prefix + folder) if k not in names]
+            orphans = [k for k in listing if k.startswith(prefix + folder) and k not in names]
             if orphans:
                 repo.store.delete(orphans)
         extra: dict[str, Any] = {}

@@ -119,3 +119,92 @@ def test_restore_of_a_pruned_snapshot_fails_before_writing(world: dict[str, Any]
 
 def test_own_pid_lease_is_live() -> None:
     assert lease_alive(lease_fields({"host": socket.gethostname(), "pid": os.getpid(), "token": "x"}))
+
+
+def test_one_listing_finds_pending_runs_and_an_older_backupctls_pointer_but_no_other_sources() -> None:
+    """``_find_resumable`` lists ``runs/pending/<source>`` once: the per-run records under the folder and
+    the single pointer an older backupctl wrote beside it; a source whose key only starts the same is not
+    this one."""
+    from backupctl.snapshot import WriteOptions, _find_resumable
+
+    plan = {"kind": "mysql", "chunks": 3}
+    past = isoformat(utcnow() - timedelta(hours=1))
+
+    class Store:
+        def __init__(self, docs: dict[str, Any]) -> None:
+            self.docs, self.lists = docs, []
+
+        def list_keys(self, prefix: str) -> Iterator[str]:
+            self.lists.append(prefix)
+            return iter(sorted(k for k in self.docs if k.startswith(prefix)))
+
+        def get_json(self, key: str) -> Any:
+            return self.docs[key]
+
+        def exists(self, key: str) -> bool:
+            return key in self.docs
+
+        def delete(self, keys: list[str]) -> None:
+            for k in keys:
+                self.docs.pop(k, None)
+
+    class Repo:
+        pending_prefix = staticmethod(Repository.pending_prefix)
+        legacy_pending_key = staticmethod(Repository.legacy_pending_key)
+        snapshot_prefix = staticmethod(Repository.snapshot_prefix)
+
+        def __init__(self, docs: dict[str, Any]) -> None:
+            self.store = Store(docs)
+
+    def run(docs: dict[str, Any]) -> tuple[str | None, list[str]]:
+        repo = Repo(docs)
+        found = _find_resumable(repo, "mysql.us-east-1.db.t", plan, WriteOptions(), lambda _m: None)  # type: ignore[arg-type]
+        return (found or {}).get("snapshot_id"), repo.store.lists
+
+    legacy = {"runs/pending/mysql.us-east-1.db.t.json": {"snapshot_id": "S1", "created_at": "2026-01-01T00:00:00Z",
+                                                         "plan": plan}}
+    record = {"runs/pending/mysql.us-east-1.db.t/S2.json": {"snapshot_id": "S2", "created_at": "2026-01-02T00:00:00Z",
+                                                            "plan": plan, "lease_until": past}}
+    other = {"runs/pending/mysql.us-east-1.db.t2/S9.json": {"snapshot_id": "S9", "created_at": "2026-12-01T00:00:00Z",
+                                                            "plan": plan, "lease_until": past},
+             "runs/pending/mysql.us-east-1.db.t2.json": {"snapshot_id": "S8", "created_at": "2026-12-01T00:00:00Z",
+                                                         "plan": plan}}
+    assert run({**legacy, **other}) == ("S1", ["runs/pending/mysql.us-east-1.db.t"])
+    assert run({**legacy, **record, **other})[0] == "S2"  # the newest dead run of this source
+    assert run(other)[0] is None
+
+
+def test_the_commit_sweeps_what_no_task_claims_from_one_listing(world: dict[str, Any],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Objects under the snapshot that no task wrote (a part of a crashed attempt, a staging file) are gone
+    after the commit, the parts the manifest lists are there, and the commit listed the snapshot once
+    (not each folder, and not again after the manifest)."""
+    from backupctl.repository import S3Store
+
+    planted: list[str] = []
+    lists: list[str] = []
+    put_json, list_keys = S3Store.put_json, S3Store.list_keys
+
+    def planting_put_json(self: S3Store, key: str, doc: Any) -> str:
+        if key.endswith("/schema.json"):  # the run's first write under its prefix: plant beside it
+            base = key[: -len("schema.json")]
+            for k in (base + "data/part-99999-0000.jsonl.gz", base + "_staging/export-1.json"):
+                self.put(k, b"left over")
+                planted.append(k)
+        return put_json(self, key, doc)
+
+    def counting_list_keys(self: S3Store, prefix: str) -> Iterator[str]:
+        lists.append(prefix)
+        return list_keys(self, prefix)
+
+    monkeypatch.setattr(S3Store, "put_json", planting_put_json)
+    monkeypatch.setattr(S3Store, "list_keys", counting_list_keys)
+    result = snapshot_dynamodb(world["aws"], DynamoSnapshotOptions(table="orders", source_region=SRC,
+                                                                  target_region=DST, repo_uri=REPO))
+    keys = {o["Key"] for o in world["s3"].list_objects_v2(Bucket="lease-repo").get("Contents", [])}
+    prefix = planted[0][: -len("data/part-99999-0000.jsonl.gz")]
+    assert len(planted) == 2 and not keys & set(planted)
+    assert result.manifest.parts and all(prefix + p.key in keys for p in result.manifest.parts)
+    assert prefix + "manifest.json" in keys and not [k for k in keys if k.startswith(prefix + "_")]
+    assert lists.count(prefix) == 1  # the commit's one listing (tasks list their own part names)
+    assert not {prefix + folder for folder in ("data/", "keys/", "tombstones/", "_")} & set(lists)
