@@ -235,10 +235,7 @@ def _run_leased(repo: Repository, plan: ExportPlan, snapshot_id: str, created_at
     for spec in tasks:
         parts.extend(PartResult.from_dict(p) for p in results[spec["task_id"]]["parts"])
     listing = list(repo.store.list_keys(prefix))
-    listed = {prefix + p.key for p in parts}
-    orphans = [k for k in listing if k.startswith(prefix + "data/") and k not in listed]
-    if orphans:
-        repo.store.delete(orphans)
+    sweep_unclaimed(repo, listing, prefix + "data/", {prefix + p.key for p in parts})
     extra = plan.finish(repo, prefix, [results[s["task_id"]] for s in tasks], listing) if plan.finish else {}
     manifest = Manifest(
         id=snapshot_id,
@@ -264,6 +261,14 @@ def _run_leased(repo: Repository, plan: ExportPlan, snapshot_id: str, created_at
     repo.store.delete([k for k in listing if k.startswith(prefix + "_")] + list(lease.docs))
     return SnapshotResult(manifest, str(repo.uri), time.monotonic() - started, resumed, skipped,
                           protection=write.manifest_fields())
+
+
+def sweep_unclaimed(repo: Repository, listing: list[str], folder: str, claimed: set[str]) -> None:
+    """Delete what ``listing`` holds under ``folder`` (a snapshot's data/, keys/ or tombstones/) that no
+    task's result claims: parts of an attempt that crashed or was cut differently."""
+    orphans = [k for k in listing if k.startswith(folder) and k not in claimed]
+    if orphans:
+        repo.store.delete(orphans)
 
 
 def _lock_in_future(write: WriteOptions) -> bool:
@@ -689,10 +694,7 @@ def _mysql_finish(primary_key: list[str] | None, incremental: bool,
         keys = [p for r in results for p in r.get("keys", [])]
         tombs = [p for r in results for p in r.get("tombstones", [])]
         for folder, listed in (("keys/", keys), ("tombstones/", tombs)):
-            names = {prefix + p["key"] for p in listed}
-            orphans = [k for k in listing if k.startswith(prefix + folder) and k not in names]
-            if orphans:
-                repo.store.delete(orphans)
+            sweep_unclaimed(repo, listing, prefix + folder, {prefix + p["key"] for p in listed})
         extra: dict[str, Any] = {}
         # A run resumed from checkpoints of an older backupctl has no key parts for some chunks: no key set then.
         if primary_key is not None and all("keys" in r for r in results):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -790,7 +789,7 @@ def run_delete_task(spec: TaskSpec, ctx: TaskContext, settings: MySQLSettings | 
     kinds = [c["kind"] for c in columns]
     what = f"applying tombstones {part['key']} to {spec['database']}.{spec['table']}"
 
-    with tempfile.TemporaryFile(prefix="backupctl-tomb-") as tmp:
+    with part_buffer(int(part["bytes"]), "backupctl-tomb-") as tmp:
         sha = store.download_to(spec["snapshot_prefix"] + part["key"], tmp)
         if sha != part["sha256"]:
             raise FormatError(f"part {part['key']} is corrupt: sha256 {sha} != manifest {part['sha256']}")
