@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import struct
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -53,7 +51,7 @@ import pyarrow.parquet as pq
 from backupctl.errors import FormatError, InvalidInput
 from backupctl.formats.dynamodb_json import Digest, canonical_number
 from backupctl.model import PartResult
-from backupctl.repository import S3Store
+from backupctl.repository import PART_SPOOL_BYTES, PartSink, S3Store
 
 _rowhash: ModuleType | None
 try:  # the documents joined and hashed in one C loop (docs/adr/0024)
@@ -68,7 +66,6 @@ ROW_GROUP_BYTES = 64 << 20
 # A key-set part's row hashes (SHA-256: random bytes) are stored uncompressed: zstd finds nothing to
 # take from them and cost ~45% of writing the part (100,000 keys: 18 -> 10 ms, the part 6% larger).
 KEY_HASH_COLUMN = "__backupctl_row_sha256"
-PART_SPOOL_BYTES = 64 << 20  # a part is built in memory up to this size, past it in a temporary file
 SCHEMA_META_KEY = b"backupctl.mysql.columns"
 ENCODING_META_KEY = b"backupctl.row_encoding"
 
@@ -255,71 +252,6 @@ def sql_value(value: Any, kind: str) -> Any:
 # -- writing parts ------------------------------------------------------------------
 
 
-def part_buffer(nbytes: int | None, prefix: str) -> IO[bytes]:
-    """Where a downloaded part is kept while it is read: memory up to ``PART_SPOOL_BYTES``, else a
-    temporary file (either a context manager; see ``_PartSink`` for why)."""
-    if nbytes is not None and 0 <= nbytes <= PART_SPOOL_BYTES:
-        return io.BytesIO()
-    return tempfile.TemporaryFile(prefix=prefix)
-
-
-class _PartSink:
-    """Where a part's Parquet bytes go as the writer makes them: memory, up to ``spool_bytes``, then a
-    temporary file; hashed (sha256) and counted on the way.
-
-    A part of the default chunk (100,000 rows) is ~10 MB: written to a temporary file and read back to
-    be sent, its bytes crossed the kernel twice more than needed (file writes were ~5% of a snapshot
-    worker's CPU, docs/BENCHMARKS.md); held in memory it is sent in one piece. A part larger than
-    ``spool_bytes`` (wide rows, a large ``--part-size-mb``) still goes to disk: memory stays bounded.
-    """
-
-    def __init__(self, spool_bytes: int) -> None:
-        self.h = hashlib.sha256()
-        self.n = 0
-        self.closed = False
-        self.spool_bytes = spool_bytes
-        self.chunks: list[bytes] = []
-        self.file: IO[bytes] | None = None
-
-    def write(self, b: Any) -> int:
-        data = bytes(b)
-        self.h.update(data)
-        self.n += len(data)
-        if self.file is not None:
-            self.file.write(data)
-        else:
-            self.chunks.append(data)
-            if self.n > self.spool_bytes:
-                self.file = tempfile.TemporaryFile(prefix="backupctl-part-")
-                self.file.writelines(self.chunks)
-                self.chunks = []
-        return len(data)
-
-    def flush(self) -> None:
-        if self.file is not None:
-            self.file.flush()
-
-    def tell(self) -> int:
-        return self.n
-
-    def close(self) -> None:
-        self.closed = True
-
-    def body(self) -> bytes | IO[bytes]:
-        """What was written: one bytes object, or the temporary file (at its start)."""
-        if self.file is None:
-            return b"".join(self.chunks)
-        self.file.flush()
-        self.file.seek(0)
-        return self.file
-
-    def discard(self) -> None:
-        self.chunks = []
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-
-
 # Dictionary encoding only where values repeat by nature. On high-cardinality columns Arrow builds a
 # dictionary, overflows it and falls back to plain pages: twice the encoding time for a larger file
 # (a 1M-row table of mixed types: 0.76 vs 0.36 us a row, 11.1 vs 9.9 MB per 100k rows).
@@ -339,7 +271,7 @@ def _value_size(v: Any) -> int:
 
 class ParquetPartWriter:
     """Writes one zstd Parquet part in bounded row groups (in memory, or a temporary file past
-    ``PART_SPOOL_BYTES``: ``_PartSink``), then uploads it."""
+    ``PART_SPOOL_BYTES``: ``repository.PartSink``), then uploads it."""
 
     def __init__(self, store: S3Store, key: str, columns: Sequence[dict[str, Any]],
                  row_group_rows: int = ROW_GROUP_ROWS) -> None:
@@ -350,7 +282,7 @@ class ParquetPartWriter:
         self.kinds = [c["kind"] for c in columns]
         self.schema = arrow_schema(columns)
         self.row_group_rows = max(1, row_group_rows)
-        self.hf = _PartSink(PART_SPOOL_BYTES)
+        self.hf = PartSink(PART_SPOOL_BYTES)
         compression = {n: "none" if n == KEY_HASH_COLUMN else COMPRESSION for n in self.names}
         self.writer = pq.ParquetWriter(self.hf, self.schema, compression=compression,
                                        use_dictionary=dictionary_columns(columns))

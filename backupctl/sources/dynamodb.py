@@ -11,13 +11,12 @@ table: at most one Scan page and the gzip state per worker.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import math
 import re
 import tempfile
 from collections.abc import Iterator
 from functools import partial
-from typing import IO, Any
+from typing import Any
 
 import botocore.exceptions
 import orjson
@@ -27,7 +26,7 @@ from backupctl.engines.local import TaskContext
 from backupctl.errors import AuthError, DataPathError, FormatError, Interrupted, InvalidInput, NotFound
 from backupctl.formats.dynamodb_json import DIGEST_ALGORITHM, Digest, decode_line, encode_line, item_hash
 from backupctl.model import PartResult, TaskSpec, part_key
-from backupctl.repository import RepoURI, S3Store, task_store
+from backupctl.repository import PartSink, RepoURI, S3Store, task_store
 from backupctl.retry import DEFAULT_POLICY, RetryPolicy, TokenBucket, policy_from_env
 
 PART_MAX_BYTES = 256 << 20  # uncompressed bytes per part before a new one is cut
@@ -273,31 +272,14 @@ def scan_pages(
         kwargs["ExclusiveStartKey"] = last
 
 
-class _HashingWriter:
-    """A file wrapper that hashes and counts the bytes written through it."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f = f
-        self.h = hashlib.sha256()
-        self.n = 0
-
-    def write(self, b: bytes) -> int:
-        self.h.update(b)
-        self.n += len(b)
-        return self.f.write(b)
-
-    def flush(self) -> None:
-        self.f.flush()
-
-
 class PartWriter:
-    """Writes one gzip DYNAMODB_JSON part to a temp file, then uploads it."""
+    """Writes one gzip DYNAMODB_JSON part (in memory, or a temporary file past ``PART_SPOOL_BYTES``:
+    ``repository.PartSink``), then uploads it."""
 
     def __init__(self, store: S3Store, key: str) -> None:
         self.store = store
         self.key = key
-        self.tmp = tempfile.TemporaryFile(prefix="backupctl-part-")
-        self.hw = _HashingWriter(self.tmp)
+        self.hw = PartSink()
         # mtime=0: the same items give byte-identical parts on every run.
         self.gz = gzip.GzipFile(fileobj=self.hw, mode="wb", compresslevel=6, mtime=0)  # type: ignore[arg-type]
         self.rows = 0
@@ -316,8 +298,10 @@ class PartWriter:
         self.gz.close()
         sha = self.hw.h.hexdigest()
         size = self.hw.n
-        self.store.put(self.key, self.tmp, metadata={"sha256": sha, "rows": str(self.rows)})
-        self.tmp.close()
+        try:
+            self.store.put(self.key, self.hw.body(), metadata={"sha256": sha, "rows": str(self.rows)})
+        finally:
+            self.hw.discard()
         return PartResult(key=self.key, rows=self.rows, bytes=size, sha256=sha, digest=self.digest.hexdigest())
 
 

@@ -44,7 +44,6 @@ from backupctl.formats.parquet import (
     load_format,
     load_targets,
     normalize,
-    part_buffer,
     row_hash,
     row_hashes,
     sql_value,
@@ -67,7 +66,7 @@ from backupctl.mysql_conn import (
     translated,
     value_refused,
 )
-from backupctl.repository import task_store
+from backupctl.repository import part_buffer, task_store
 from backupctl.retry import RetryPolicy, policy_from_env
 from backupctl.sources.mysql import (
     FETCH_ROWS,

@@ -161,7 +161,7 @@ def test_key_set_hashes_are_stored_uncompressed_and_keys_zstd() -> None:
 
 
 def test_a_downloaded_part_is_kept_in_memory_up_to_the_spool_size() -> None:
-    from backupctl.formats.parquet import PART_SPOOL_BYTES, part_buffer
+    from backupctl.repository import PART_SPOOL_BYTES, part_buffer
 
     with part_buffer(10 << 20, "t-") as small, part_buffer(PART_SPOOL_BYTES + 1, "t-") as big, \
             part_buffer(None, "t-") as unknown:
